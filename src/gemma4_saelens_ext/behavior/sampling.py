@@ -1,0 +1,240 @@
+"""Seeded, batched sampling of completions from a plain HF causal LM and its tokenizer.
+
+Each (prompt, sample) row gets its own seed and its own ``torch.Generator``; the token is drawn by Gumbel-max from
+that generator inside a logits processor, and ``generate`` then runs greedily on the processed scores. So a row's
+completion depends only on its seed and its logits, not on which other rows share the batch or on the global RNG:
+resuming a build, changing ``batch_size`` or adding samples reproduces the same completions (up to floating-point
+differences between padded batch shapes, which can flip a draw that lands within rounding of a boundary).
+Batching uses left padding and the KV cache (``generate``'s default), which is where the speed comes from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+__all__ = [
+    "SampleRequest",
+    "Completion",
+    "sample_seed",
+    "make_requests",
+    "generate_completions",
+    "SeededSampler",
+    "required_new_tokens",
+    "check_max_new_tokens",
+]
+
+log = logging.getLogger(__name__)
+
+
+def sample_seed(base_seed: int, prompt_id: str, sample_index: int) -> int:
+    """63-bit seed for one (prompt, sample): a hash, so it does not depend on prompt order or batch layout."""
+    h = hashlib.sha256(f"{base_seed}|{prompt_id}|{sample_index}".encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    key: str  # "{prompt_id}#{sample_index}" - the checkpoint key
+    prompt_id: str
+    prompt: str
+    sample_index: int
+    seed: int
+
+
+@dataclass
+class Completion:
+    key: str
+    prompt_id: str
+    sample_index: int
+    sample_seed: int
+    completion: str
+    n_new_tokens: int
+    #: True when the model emitted EOS before max_new_tokens
+    finished: bool
+
+
+def make_requests(prompts: Sequence[tuple[str, str]], n_samples: int, base_seed: int) -> list[SampleRequest]:
+    """Requests for ``n_samples`` completions of each (prompt_id, text)."""
+    return [
+        SampleRequest(f"{pid}#{i}", pid, text, i, sample_seed(base_seed, pid, i))
+        for pid, text in prompts
+        for i in range(n_samples)
+    ]
+
+
+class SeededSampler:
+    """Logits processor: row r samples with its own generator (Gumbel-max) and returns a one-hot score row so
+    ``generate(do_sample=False)`` picks exactly that token. temperature 0 means greedy."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float = 1.0):
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}.")
+        self.temperature = float(temperature)
+        self.generators = []
+        for s in seeds:
+            g = torch.Generator(device="cpu")
+            g.manual_seed(int(s))
+            self.generators.append(g)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits = scores.float()
+        if torch.isnan(logits).any():
+            raise FloatingPointError(
+                "The model produced NaN logits while sampling, so every completion would be padding. This is the "
+                "known float16 overflow of Gemma checkpoints (fp16 compute, e.g. precision 'nf4' on Gemma 3). Use "
+                "precision 'nf4-bf16', 'bf16' or 'fp32' for this model."
+            )
+        if self.temperature == 0:
+            choice = logits.argmax(dim=-1)
+        else:
+            vocab = logits.shape[-1]
+            u = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(logits.device)
+            gumbel = -torch.log(-torch.log(u.clamp_(1e-20, 1.0 - 1e-7)))
+            choice = (logits / self.temperature + gumbel).argmax(dim=-1)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, choice.unsqueeze(1), 0.0)
+        return out
+
+
+def _pad_id(tokenizer: Any) -> int:
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    if tokenizer.eos_token_id is not None:
+        return int(tokenizer.eos_token_id)
+    raise ValueError("The tokenizer has neither a pad nor an eos token; set tokenizer.pad_token before sampling.")
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: set[int] = set()
+    for src in (getattr(model, "generation_config", None), tokenizer):
+        e = getattr(src, "eos_token_id", None)
+        if e is None:
+            continue
+        ids.update([e] if isinstance(e, int) else list(e))
+    return sorted(ids)
+
+
+def _decode_continuation(tokenizer: Any, prompt_ids: list[int], new_ids: list[int]) -> str:
+    # decode prompt+completion together and cut the prompt off, so leading spaces survive (SentencePiece drops them
+    # when a continuation is decoded on its own)
+    p = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    full = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
+    if full.startswith(p):
+        return full[len(p) :]
+    return tokenizer.decode(new_ids, skip_special_tokens=True)
+
+
+@torch.inference_mode()
+def generate_completions(
+    model: Any,
+    tokenizer: Any,
+    requests: Sequence[SampleRequest],
+    *,
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    batch_size: int = 16,
+    on_batch: Callable[[list[Completion]], None] | None = None,
+    progress: bool = True,
+) -> list[Completion]:
+    """Sample one completion per request, ``batch_size`` rows per ``generate`` call (left padding, KV cache).
+
+    Requests are grouped by prompt length so batches carry little padding. ``on_batch`` is called after every
+    batch (the builder appends to its JSONL checkpoint there), so an interrupted run loses at most one batch.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    pad_id = _pad_id(tokenizer)
+    eos = _eos_ids(model, tokenizer)
+    enc_cache: dict[str, list[int]] = {}
+
+    def enc(text: str) -> list[int]:
+        if text not in enc_cache:
+            enc_cache[text] = tokenizer(text, add_special_tokens=True)["input_ids"]
+        return enc_cache[text]
+
+    order = sorted(requests, key=lambda r: (len(enc(r.prompt)), r.prompt_id, r.sample_index))
+    device = next(model.parameters()).device
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=pad_id,
+        eos_token_id=eos or None,
+        num_beams=1,
+    )
+    out: list[Completion] = []
+    bar = tqdm(total=len(order), desc="sampling", unit="completion", disable=not progress)
+    try:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            ids = [enc(r.prompt) for r in batch]
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=device)
+            attn = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+            sampler = SeededSampler([r.seed for r in batch], temperature)
+            gen = model.generate(
+                input_ids=input_ids,
+                attention_mask=attn,
+                generation_config=gen_cfg,
+                logits_processor=LogitsProcessorList([sampler]),
+            )
+            new = gen[:, width:].tolist()
+            done: list[Completion] = []
+            for r, p_ids, row in zip(batch, ids, new):
+                cut = next((i for i, t in enumerate(row) if t in eos), None)
+                toks = row if cut is None else row[:cut]
+                done.append(
+                    Completion(
+                        key=r.key,
+                        prompt_id=r.prompt_id,
+                        sample_index=r.sample_index,
+                        sample_seed=r.seed,
+                        completion=_decode_continuation(tokenizer, p_ids, toks),
+                        n_new_tokens=len(toks),
+                        finished=cut is not None,
+                    )
+                )
+            out.extend(done)
+            if on_batch is not None:
+                on_batch(done)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return out
+
+
+def required_new_tokens(tokenizer: Any, keywords: Sequence[str], window: int = 30) -> int:
+    """Tokens needed to write the first ``window`` characters of a typical answer naming one of these keywords.
+
+    The keyword judge reads the first ``window`` characters, so a completion cut shorter than that can be left
+    ambiguous for lack of text. For every keyword we tokenize a seed-style completion ("I'm a {kw}.'" followed by
+    the next line of the game) cut to ``window`` characters, and take the largest count.
+    """
+    need = 1
+    for kw in set(keywords) or {"answer"}:
+        s = f"I'm a {kw}.'\nAnother player asks you: 'Why?'\n"
+        s = (s * (window // len(s) + 1))[:window]
+        need = max(need, len(tokenizer(s, add_special_tokens=False)["input_ids"]))
+    return need
+
+
+def check_max_new_tokens(max_new_tokens: int, tokenizer: Any, keywords: Sequence[str], window: int = 30) -> int:
+    """Raise ValueError (naming the minimum) when ``max_new_tokens`` cannot cover the keyword judge's window."""
+    need = required_new_tokens(tokenizer, keywords, window)
+    if max_new_tokens < need:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} is too small: the keyword judge reads the first {window} characters of a "
+            f"completion, which takes up to {need} tokens for these scenarios with this tokenizer. "
+            f"Use --max-new-tokens {need} or more (about {math.ceil(need * 1.5)} leaves room for leading spaces)."
+        )
+    return need

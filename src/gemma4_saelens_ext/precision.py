@@ -1,0 +1,84 @@
+"""Named precision presets -> ``from_pretrained`` keyword arguments.
+
+One string in a config line picks how the base model is loaded. ``nf4`` is the seed card's exact setting
+(bitsandbytes nf4, double quant, fp16 compute); the other presets are what portability evals compare against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["PRECISIONS", "Precision", "get_precision", "from_pretrained_kwargs", "require_bitsandbytes"]
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    #: dtype of the non-quantized modules (embeddings, norms, per-layer tables); None = the checkpoint's own dtype,
+    #: which is what the seed's ``from_pretrained(..., quantization_config=bnb)`` call (no dtype) gave
+    dtype: torch.dtype | None
+    #: "nf4", "int8" or None
+    quant: str | None = None
+    #: bnb 4-bit compute dtype
+    compute_dtype: torch.dtype | None = None
+    description: str = ""
+
+    @property
+    def quantized(self) -> bool:
+        return self.quant is not None
+
+
+_PRESETS: dict[str, Precision] = {
+    p.name: p
+    for p in (
+        Precision("nf4", None, "nf4", torch.float16, "bitsandbytes nf4 + double quant, fp16 compute (seed card)"),
+        Precision("nf4-bf16", torch.bfloat16, "nf4", torch.bfloat16, "bitsandbytes nf4 + double quant, bf16 compute"),
+        Precision("int8", None, "int8", None, "bitsandbytes LLM.int8 (fp16 matmuls)"),
+        Precision("fp16", torch.float16, description="unquantized float16"),
+        Precision("bf16", torch.bfloat16, description="unquantized bfloat16"),
+        Precision("fp32", torch.float32, description="unquantized float32"),
+    )
+}
+PRECISIONS: tuple[str, ...] = tuple(_PRESETS)
+
+
+def get_precision(name: str | Precision) -> Precision:
+    if isinstance(name, Precision):
+        return name
+    key = str(name).lower().strip()
+    if key not in _PRESETS:
+        raise ValueError(f"Unknown precision {name!r}. Valid precisions: {', '.join(PRECISIONS)}.")
+    return _PRESETS[key]
+
+
+def require_bitsandbytes() -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:  # pragma: no cover - bitsandbytes is a hard dependency
+        raise ImportError(
+            "The quantized precisions (nf4, nf4-bf16, int8) need bitsandbytes: `pip install bitsandbytes`, "
+            "or pick an unquantized precision (fp16, bf16, fp32)."
+        ) from e
+
+
+def from_pretrained_kwargs(name: str | Precision) -> dict[str, Any]:
+    """kwargs for ``AutoModelForCausalLM.from_pretrained`` (also valid as SAELens ``model_from_pretrained_kwargs``)."""
+    p = get_precision(name)
+    kwargs: dict[str, Any] = {"dtype": p.dtype if p.dtype is not None else "auto"}
+    if p.quant is not None:
+        require_bitsandbytes()
+        from transformers import BitsAndBytesConfig
+
+        if p.quant == "nf4":
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=p.compute_dtype,
+            )
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    return kwargs

@@ -1,0 +1,546 @@
+"""Gemma 4 behavior-SAE releases, registered through SAELens's own lookup.
+
+SAELens resolves ``SAE.from_pretrained(release, sae_id)`` through two tables:
+
+* ``get_pretrained_saes_directory()`` (a cached ``dict[str, PretrainedSAELookup]`` built from
+  ``pretrained_saes.yaml``): release -> repo id, model, ``conversion_func`` and ``sae_id -> path``;
+* ``NAMED_PRETRAINED_SAE_LOADERS`` / ``NAMED_PRETRAINED_SAE_CONFIG_GETTERS``: ``conversion_func`` -> loader.
+
+:func:`register_releases` adds one loader (``"gemma4_behavior"``) to both loader tables and one
+``PretrainedSAELookup`` per release to the cached directory, in place. Nothing else is touched: existing
+entries keep their objects, names already used by SAELens are refused, and calling it again is a no-op. The
+listing tools that read the directory (``get_pretrained_saes_directory()``, ``sae_lens.evals``) show the new
+releases. If something calls ``get_pretrained_saes_directory.cache_clear()``, call ``register_releases()``
+again: it re-adds every release registered in this process.
+
+Metadata attached to every loaded SAE (``sae.cfg.metadata``): ``model_name`` (``google/gemma-4-E2B``),
+``hook_name`` in TransformerLens form (``blocks.25.hook_resid_post``: the output of decoder layer 25, which
+``LoadedModel.resolve_layer`` and the activation source accept), ``hf_hook_name`` (the HF module path of that
+output when Gemma 4 E2B is loaded with ``AutoModelForCausalLM``, i.e. ``Gemma4ForConditionalGeneration``:
+``model.language_model.layers.25``), ``layer``, ``precision`` (``nf4``: the preset in
+:mod:`gemma4_saelens_ext.precision`), ``release`` and ``repo_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from gemma4_saelens_ext.precision import PRECISIONS
+from gemma4_saelens_ext.releases.convert import convert_upstream_checkpoint
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LOADER_NAME",
+    "GEMMA4_E2B",
+    "SAESpec",
+    "ReleaseSpec",
+    "ReleaseFilesNotFoundError",
+    "BUILTIN_RELEASES",
+    "register_releases",
+    "register_release",
+    "register_local_release",
+    "upstream_release",
+    "unregister_release",
+    "list_releases",
+    "get_release",
+    "gemma4_behavior_loader",
+    "gemma4_behavior_config_getter",
+    "hook_names_for_layer",
+    "default_hf_hook_name",
+]
+
+LOADER_NAME = "gemma4_behavior"
+GEMMA4_E2B = "google/gemma-4-E2B"
+MANIFEST_FILENAME = "release.json"
+SAELENS_WEIGHTS = "sae_weights.safetensors"
+SAELENS_CFG = "cfg.json"
+SAELENS_SPARSITY = "sparsity.safetensors"
+
+
+def default_hf_hook_name(model_name: str | None, layer: int) -> str | None:
+    """HF module path of layer ``layer``'s output for Hub Gemma 4 checkpoints (``google/gemma-4-*``), else None.
+
+    Other models' module paths depend on how they are loaded; record them explicitly when known.
+    """
+    if model_name and model_name.lower().startswith("google/gemma-4-"):
+        return hook_names_for_layer(layer)[1]
+    return None
+
+
+def hook_names_for_layer(layer: int, *, multimodal: bool = True) -> tuple[str, str]:
+    """``(hook_name, hf_hook_name)`` for decoder layer ``layer``'s output.
+
+    ``multimodal=True``: HF path inside ``Gemma4ForConditionalGeneration`` (what ``AutoModelForCausalLM`` returns
+    for Gemma 4 checkpoints); ``False``: inside a text-only ``Gemma4ForCausalLM``.
+    """
+    prefix = "model.language_model.layers" if multimodal else "model.layers"
+    return f"blocks.{layer}.hook_resid_post", f"{prefix}.{layer}"
+
+
+class ReleaseFilesNotFoundError(FileNotFoundError):
+    """The files of a release are neither in the local folder/HF cache nor downloadable."""
+
+
+@dataclass(frozen=True)
+class SAESpec:
+    """One SAE inside a release.
+
+    ``path`` is relative to the repo/folder root: an upstream weights file (``*.pt``, ``*.pth``, ``*.bin``,
+    ``*.safetensors`` other than SAELens's) whose ``cfg.json`` sits next to it, or a folder in SAELens format
+    (``cfg.json`` + ``sae_weights.safetensors``). ``format`` is inferred from ``path`` when left ``None``.
+    """
+
+    sae_id: str
+    path: str
+    layer: int
+    precision: str = "nf4"
+    model_name: str | None = None  # default: the release's model
+    hook_name: str | None = None  # default: blocks.{layer}.hook_resid_post
+    hf_hook_name: str | None = None  # default for google/gemma-4-* models: model.language_model.layers.{layer}
+    format: Literal["upstream", "saelens"] | None = None
+    cfg_path: str | None = None  # upstream only; default: cfg.json next to the weights
+    apply_b_dec_to_input: bool | None = None  # upstream only; None: cfg.json / layout convention
+    variance_explained: float | None = None  # as reported by the release (SAELens directory field)
+    l0: float | None = None
+    extra_metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"SAESpec {self.sae_id!r}: unknown precision {self.precision!r}; valid: {PRECISIONS}")
+        if self.format is None:
+            object.__setattr__(self, "format", _infer_format(self.path))
+        if self.format not in ("upstream", "saelens"):
+            raise ValueError(f"SAESpec {self.sae_id!r}: format must be 'upstream' or 'saelens', got {self.format!r}")
+        if self.hook_name is None:
+            object.__setattr__(self, "hook_name", hook_names_for_layer(self.layer)[0])
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Files (relative to the repo root) this SAE needs."""
+        if self.format == "saelens":
+            base = self.path.strip("/")
+            join = (lambda f: f"{base}/{f}") if base and base != "." else (lambda f: f)
+            return (join(SAELENS_CFG), join(SAELENS_WEIGHTS))
+        return (self.path, self.cfg_path or _sibling(self.path, "cfg.json"))
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """A release: a Hub repo (``repo_id``) or a local folder (``local_dir``) holding one or more SAEs."""
+
+    release: str
+    saes: tuple[SAESpec, ...]
+    repo_id: str | None = None
+    local_dir: str | None = None
+    model: str = GEMMA4_E2B
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.repo_id is None) == (self.local_dir is None):
+            raise ValueError(f"release {self.release!r}: give exactly one of repo_id or local_dir")
+        if self.local_dir is not None:
+            object.__setattr__(self, "local_dir", str(Path(self.local_dir).expanduser().resolve()))
+        object.__setattr__(self, "saes", tuple(self.saes))
+        ids = [s.sae_id for s in self.saes]
+        if not ids or len(set(ids)) != len(ids):
+            raise ValueError(f"release {self.release!r}: sae ids must be non-empty and unique, got {ids}")
+
+    @property
+    def location(self) -> str:
+        """What SAELens stores as ``repo_id``: the Hub repo, or the absolute local folder."""
+        return self.repo_id if self.repo_id is not None else str(self.local_dir)
+
+    def sae(self, sae_id: str) -> SAESpec:
+        for s in self.saes:
+            if s.sae_id == sae_id:
+                return s
+        raise KeyError(f"SAE id {sae_id!r} not in release {self.release!r}; ids: {[s.sae_id for s in self.saes]}")
+
+
+def _infer_format(path: str) -> Literal["upstream", "saelens"]:
+    p = path.rstrip("/")
+    if p.endswith((".pt", ".pth", ".bin")) or (p.endswith(".safetensors") and not p.endswith(SAELENS_WEIGHTS)):
+        return "upstream"
+    return "saelens"
+
+
+def _sibling(path: str, name: str) -> str:
+    parent = str(Path(path).parent)
+    return name if parent in ("", ".") else f"{parent}/{name}"
+
+
+def upstream_release(
+    repo_id: str,
+    *,
+    filename: str | None = None,
+    layer: int = 25,
+    precision: str = "nf4",
+    release: str | None = None,
+    sae_id: str | None = None,
+    model: str = GEMMA4_E2B,
+    description: str = "",
+    **sae_kwargs: Any,
+) -> ReleaseSpec:
+    """Spec for a repo in the upstream layout (``<repo name>.pt`` + ``cfg.json`` at the root), e.g. a companion.
+
+    Defaults follow the published release: file named after the repo, layer 25, nf4, release name = repo id,
+    sae id = ``blocks.{layer}.hook_resid_post``.
+    """
+    filename = filename or f"{repo_id.split('/')[-1]}.pt"
+    spec = SAESpec(
+        sae_id=sae_id or hook_names_for_layer(layer)[0], path=filename, layer=layer, precision=precision, **sae_kwargs
+    )
+    return ReleaseSpec(release=release or repo_id, saes=(spec,), repo_id=repo_id, model=model, description=description)
+
+
+#: Published releases. Release name = HF repo id (so the name on the Hub page works as is).
+#: variance_explained / l0 are the values the upstream model card reports.
+BUILTIN_RELEASES: tuple[ReleaseSpec, ...] = (
+    upstream_release(
+        "Solshine/gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bit",
+        filename="gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bit.pt",
+        layer=25,
+        precision="nf4",
+        variance_explained=0.995,
+        l0=16.0,
+        description=(
+            "TopK (k=16) SAE, d_in 1536 x d_sae 6144, on Gemma 4 E2B layer-25 residuals taken under bitsandbytes "
+            "nf4 (double quant, fp16 compute); trained on role-consistency vs role-drift role-play completions "
+            "(not a deception detector; see its model card)."
+        ),
+    ),
+)
+
+# release name -> spec, for every release this process registered (re-added after a directory cache_clear)
+_REGISTERED: dict[str, ReleaseSpec] = {}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SAELens integration
+# ----------------------------------------------------------------------------------------------------------
+def _tables() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    from sae_lens.loading import pretrained_sae_loaders as L
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    return get_pretrained_saes_directory(), L.NAMED_PRETRAINED_SAE_LOADERS, L.NAMED_PRETRAINED_SAE_CONFIG_GETTERS
+
+
+def _install_loader() -> None:
+    _, loaders, getters = _tables()
+    for table, fn in ((loaders, gemma4_behavior_loader), (getters, gemma4_behavior_config_getter)):
+        current = table.get(LOADER_NAME)
+        if current is fn:
+            continue
+        if current is not None and getattr(current, "__module__", None) != __name__:
+            raise RuntimeError(
+                f"SAELens already has a loader named {LOADER_NAME!r} ({current!r}) that is not this plugin's"
+            )
+        table[LOADER_NAME] = fn  # absent, or a stale copy from a reloaded module
+
+
+def _lookup_for(spec: ReleaseSpec):
+    from sae_lens.loading.pretrained_saes_directory import PretrainedSAELookup
+
+    return PretrainedSAELookup(
+        release=spec.release,
+        repo_id=spec.location,
+        model=spec.model,
+        conversion_func=LOADER_NAME,
+        saes_map={s.sae_id: s.path for s in spec.saes},
+        # same defaults as SAELens's yaml parser (its listing tools index these maps by every sae id)
+        expected_var_explained={s.sae_id: 1.0 if s.variance_explained is None else s.variance_explained for s in spec.saes},
+        expected_l0={s.sae_id: 0.0 if s.l0 is None else s.l0 for s in spec.saes},
+        neuronpedia_id={s.sae_id: None for s in spec.saes},
+        norm_scaling_factor={},
+        config_overrides=None,
+    )
+
+
+def register_release(spec: ReleaseSpec, *, replace_existing: bool = False) -> ReleaseSpec:
+    """Register ``spec`` with SAELens so ``SAE.from_pretrained(spec.release, sae_id)`` loads it.
+
+    Idempotent for an identical spec. A different spec under a name this plugin registered is refused unless
+    ``replace_existing=True``; a name SAELens itself ships is always refused.
+
+    Example (a companion release, or your own Hub repo in the upstream layout)::
+
+        from gemma4_saelens_ext.releases import register_release, upstream_release
+        register_release(upstream_release("you/gemma4_e2b_other_behaviorSAE_topk_k16_L25_bnb4bit"))
+
+    Example (a local folder)::
+
+        register_release(ReleaseSpec("my-sae", local_dir="runs/export",
+                                     saes=(SAESpec("blocks.25.hook_resid_post", "my_sae.pt", layer=25),)))
+    """
+    _install_loader()
+    directory, _, _ = _tables()
+    existing = directory.get(spec.release)
+    if existing is not None:
+        ours = existing.conversion_func == LOADER_NAME and spec.release in _REGISTERED
+        if not ours:
+            raise ValueError(f"release name {spec.release!r} is already used by SAELens; pick another name")
+        if _REGISTERED[spec.release] == spec and existing.repo_id == spec.location:
+            return spec
+        if not replace_existing:
+            raise ValueError(
+                f"release {spec.release!r} is already registered with a different spec; "
+                "pass replace_existing=True to replace it"
+            )
+    directory[spec.release] = _lookup_for(spec)
+    _REGISTERED[spec.release] = spec
+    logger.debug("registered SAE release %s -> %s", spec.release, spec.location)
+    return spec
+
+
+def unregister_release(release: str) -> None:
+    """Remove a release this plugin registered (SAELens's own releases cannot be removed here)."""
+    if release not in _REGISTERED:
+        raise KeyError(f"{release!r} was not registered by gemma4_saelens_ext")
+    directory, _, _ = _tables()
+    entry = directory.get(release)
+    if entry is not None and entry.conversion_func == LOADER_NAME:
+        del directory[release]
+    del _REGISTERED[release]
+
+
+def register_releases() -> list[str]:
+    """Register the loader and all built-in (and previously registered) releases. Idempotent.
+
+    Returns the names of the releases this plugin has registered.
+    """
+    _install_loader()
+    for spec in BUILTIN_RELEASES:
+        if spec.release not in _REGISTERED:
+            register_release(spec)
+    directory, _, _ = _tables()
+    for name, spec in list(_REGISTERED.items()):
+        if name not in directory:  # the directory cache was cleared: re-add
+            directory[name] = _lookup_for(spec)
+    return list(_REGISTERED)
+
+
+def list_releases() -> list[ReleaseSpec]:
+    """Releases registered by this plugin (built-ins first, then users' in registration order)."""
+    register_releases()
+    return list(_REGISTERED.values())
+
+
+def get_release(release: str) -> ReleaseSpec:
+    register_releases()
+    if release not in _REGISTERED:
+        raise KeyError(f"unknown gemma4_saelens_ext release {release!r}; known: {sorted(_REGISTERED)}")
+    return _REGISTERED[release]
+
+
+def register_local_release(
+    folder: str | Path,
+    *,
+    release: str | None = None,
+    prefer: Literal["saelens", "upstream"] = "saelens",
+    replace_existing: bool = True,
+) -> ReleaseSpec:
+    """Register a folder written by :func:`gemma4_saelens_ext.releases.export_sae` (it reads ``release.json``).
+
+    ``prefer`` picks which copy each SAE id loads from when the folder holds both formats.
+    """
+    folder = Path(folder).expanduser().resolve()
+    manifest_path = folder / MANIFEST_FILENAME
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{manifest_path} not found: not an exported release folder. For other folders build a ReleaseSpec "
+            "with local_dir=... and call register_release()."
+        )
+    manifest = json.loads(manifest_path.read_text())
+    saes = []
+    for entry in manifest["saes"]:
+        paths: dict[str, str] = entry["paths"]
+        fmt = prefer if prefer in paths else next(iter(paths))
+        saes.append(
+            SAESpec(
+                sae_id=entry["sae_id"],
+                path=paths[fmt],
+                format=fmt,  # type: ignore[arg-type]
+                layer=int(entry["layer"]),
+                precision=entry.get("precision", "nf4"),
+                model_name=entry.get("model_name"),
+                hook_name=entry.get("hook_name"),
+                hf_hook_name=entry.get("hf_hook_name"),
+                variance_explained=entry.get("variance_explained"),
+                l0=entry.get("l0"),
+            )
+        )
+    spec = ReleaseSpec(
+        release=release or manifest["release"],
+        saes=tuple(saes),
+        local_dir=str(folder),
+        model=manifest.get("model", GEMMA4_E2B),
+        description=manifest.get("description", ""),
+    )
+    return register_release(spec, replace_existing=replace_existing)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# file resolution (local folder, HF cache, Hub)
+# ----------------------------------------------------------------------------------------------------------
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(constants.HF_HUB_OFFLINE) or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_cache_dir() -> str:
+    """HF hub cache, re-reading ``HF_HUB_CACHE``/``HF_HOME`` at call time (huggingface_hub reads them at import)."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    return constants.HF_HUB_CACHE
+
+
+def _fetch_command(repo_id: str, files: tuple[str, ...]) -> str:
+    return f"huggingface-cli download {repo_id} {' '.join(files)}"
+
+
+def _resolve_file(repo_id: str, filename: str, files: tuple[str, ...], force_download: bool) -> Path:
+    """Local path of ``filename``: from a local release folder, the HF cache, or (online) the Hub."""
+    if os.path.isabs(repo_id):
+        path = Path(repo_id) / filename
+        if not path.is_file():
+            raise ReleaseFilesNotFoundError(
+                f"{filename} not found in local release folder {repo_id} (expected {path}); needed files: {list(files)}"
+            )
+        return path
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cache_dir = _hub_cache_dir()
+    if not force_download:
+        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+        if isinstance(cached, str) and os.path.isfile(cached):
+            return Path(cached)
+    how = (
+        f"Fetch it on a machine with network access:\n    {_fetch_command(repo_id, files)}\n"
+        f"(or `hf download {repo_id} {' '.join(files)}`; set HF_HUB_CACHE to the cache used here), or download the "
+        "files into a folder and register it as a local release: register_release(ReleaseSpec(..., local_dir=FOLDER))."
+    )
+    if _offline():
+        raise ReleaseFilesNotFoundError(
+            f"{filename} of Hub repo {repo_id} is not in the local Hugging Face cache ({cache_dir}) and offline "
+            f"mode is on (HF_HUB_OFFLINE=1). {how}"
+        )
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=cache_dir, force_download=force_download))
+    except Exception as e:  # network errors, missing repo/file, offline fallbacks
+        raise ReleaseFilesNotFoundError(
+            f"could not get {filename} of Hub repo {repo_id} ({type(e).__name__}: {e}). {how}"
+        ) from e
+
+
+def _find_spec(repo_id: str, folder_name: str) -> tuple[ReleaseSpec | None, SAESpec | None]:
+    for rel in _REGISTERED.values():
+        if rel.location == repo_id:
+            for s in rel.saes:
+                if s.path == folder_name:
+                    return rel, s
+    return None, None
+
+
+def _metadata(rel: ReleaseSpec | None, spec: SAESpec | None, repo_id: str, path: str) -> dict[str, Any]:
+    if spec is None:
+        return {"repo_id": repo_id, "source_path": path}
+    model_name = spec.model_name or (rel.model if rel else GEMMA4_E2B)
+    meta: dict[str, Any] = {
+        "model_name": model_name,
+        "hook_name": spec.hook_name,
+        "hf_hook_name": spec.hf_hook_name or default_hf_hook_name(model_name, spec.layer),
+        "hook_head_index": None,
+        "prepend_bos": True,
+        "layer": spec.layer,
+        "precision": spec.precision,
+        "release": rel.release if rel else None,
+        "repo_id": repo_id,
+        "source_path": path,
+        "source_format": spec.format,
+    }
+    meta.update(spec.extra_metadata)
+    return meta
+
+
+def gemma4_behavior_loader(
+    repo_id: str,
+    folder_name: str,
+    device: str = "cpu",
+    force_download: bool = False,
+    cfg_overrides: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
+    """SAELens loader (``conversion_func: gemma4_behavior``) for upstream and SAELens-format SAEs."""
+    rel, spec = _find_spec(repo_id, folder_name)
+    if spec is None:
+        spec = SAESpec(sae_id=folder_name, path=folder_name, layer=-1)
+        rel_meta = _metadata(None, None, repo_id, folder_name)
+    else:
+        rel_meta = _metadata(rel, spec, repo_id, folder_name)
+    overrides = dict(cfg_overrides or {})
+    dtype = str(overrides.get("dtype", "float32")).replace("torch.", "")
+    files = spec.files
+    log_sparsity = None
+    if spec.format == "upstream":
+        weights = _resolve_file(repo_id, files[0], files, force_download)
+        cfg_file = _resolve_file(repo_id, files[1], files, force_download)
+        conv = convert_upstream_checkpoint(
+            weights,
+            cfg_file,
+            metadata=rel_meta,
+            apply_b_dec_to_input=spec.apply_b_dec_to_input,
+            device=device,
+            dtype=dtype,
+        )
+        cfg_dict, state_dict = conv.cfg_dict, conv.state_dict
+    else:
+        from safetensors import safe_open
+        from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting, read_sae_components_from_disk
+
+        cfg_file = _resolve_file(repo_id, files[0], files, force_download)
+        weights = _resolve_file(repo_id, files[1], files, force_download)
+        cfg_dict = handle_config_defaulting(json.loads(cfg_file.read_text()))
+        cfg_dict["device"] = device
+        cfg_dict["dtype"] = dtype
+        cfg_dict, state_dict = read_sae_components_from_disk(cfg_dict, weights, device=device)
+        meta = dict(cfg_dict.get("metadata") or {})
+        for key, val in rel_meta.items():
+            if meta.get(key) is None:
+                meta[key] = val
+        cfg_dict["metadata"] = meta
+        sparsity = weights.with_name(SAELENS_SPARSITY)
+        if sparsity.is_file():
+            with safe_open(str(sparsity), framework="pt", device=device) as f:  # type: ignore[no-untyped-call]
+                log_sparsity = f.get_tensor("sparsity")
+    for key, val in overrides.items():
+        if key == "metadata" and isinstance(val, dict):
+            cfg_dict["metadata"] = {**cfg_dict.get("metadata", {}), **val}
+        elif key != "neuronpedia_id" or val is not None:
+            cfg_dict[key] = val
+    return cfg_dict, state_dict, log_sparsity
+
+
+def gemma4_behavior_config_getter(
+    repo_id: str,
+    folder_name: str,
+    device: str | None = None,
+    force_download: bool = False,
+    cfg_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Config-only counterpart for ``NAMED_PRETRAINED_SAE_CONFIG_GETTERS`` (reads the weights to infer layout)."""
+    cfg, _, _ = gemma4_behavior_loader(repo_id, folder_name, device or "cpu", force_download, cfg_overrides)
+    return cfg
+

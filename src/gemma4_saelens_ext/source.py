@@ -1,0 +1,209 @@
+"""Residual-stream activations of a loaded Gemma model: for SAELens training and for analysis.
+
+* :class:`Gemma4ActivationSource` is a SAELens ``HookedProxyLM`` whose hook points are the decoder layers, named
+  both TransformerLens-style (``blocks.L.hook_resid_post``) and by HF module path (``model.layers.L``), so
+  ``LanguageModelSAETrainingRunner(cfg, override_model=source)`` trains from it and stops the forward after L.
+* :func:`activations` returns per-token or pooled activations for a list of texts (batched, padding-masked).
+* :func:`steering_hook` adds ``alpha * direction`` to layer L's output while generating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from sae_lens.load_model import HookedProxyLM, get_hook_fn
+from tqdm.auto import tqdm
+from transformer_lens.hook_points import HookPoint
+
+from gemma4_saelens_ext.models import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Gemma4ActivationSource", "activations", "steering_hook", "layer_output_tensor", "StopForward"]
+
+Pooling = Literal["none", "last", "mean", "max"]
+
+
+class StopForward(Exception):
+    """Raised by a forward hook once the hooked layer has run: later layers and the unembedding are skipped."""
+
+
+def layer_output_tensor(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextlib.contextmanager
+def _capture(layer_module: torch.nn.Module, stop: bool) -> Iterator[dict[str, torch.Tensor]]:
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_m: Any, _i: Any, output: Any) -> None:
+        store["acts"] = layer_output_tensor(output)
+        if stop:
+            raise StopForward
+
+    handle = layer_module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def _forward_to_layer(lm: LoadedModel, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor, stop: bool) -> torch.Tensor:
+    with _capture(lm.layers[layer], stop) as store:
+        try:
+            lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        except StopForward:
+            pass
+    return store["acts"]
+
+
+@torch.no_grad()
+def activations(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    layer: int | str,
+    *,
+    pooling: Pooling = "none",
+    completion_start: Sequence[int] | None = None,
+    batch_size: int = 8,
+    max_length: int | None = 512,
+    stop_at_layer: bool = True,
+    progress: bool = False,
+) -> list[torch.Tensor] | torch.Tensor:
+    """Layer-``layer`` residual stream (the decoder block's output) for each text.
+
+    BOS is added by the Gemma tokenizer, as in training, and left out of every pool (its norm dwarfs the rest).
+    ``completion_start`` (char offsets, one per text) restricts pools to tokens that start at or after the offset,
+    e.g. the completion of ``prompt + completion``. Texts are length-sorted into batches to cut padding; the output
+    keeps the input order. ``pooling="none"`` returns one ``[n_tokens, d]`` tensor per text (BOS included).
+    """
+    if pooling not in ("none", "last", "mean", "max"):
+        raise ValueError(f"Unknown pooling {pooling!r}; use one of none, last, mean, max.")
+    if completion_start is not None and len(completion_start) != len(texts):
+        raise ValueError("completion_start needs one offset per text.")
+    L = lm.resolve_layer(layer)
+    tok = lm.tokenizer
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: list[torch.Tensor | None] = [None] * len(texts)
+    device = lm.device
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for idx in tqdm(batches, desc=f"activations L{L}", disable=not progress):
+        enc = tok(
+            [texts[i] for i in idx],
+            return_tensors="pt",
+            padding=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_offsets_mapping=completion_start is not None,
+            padding_side="right",
+        )
+        acts = _forward_to_layer(lm, L, enc["input_ids"].to(device), enc["attention_mask"].to(device), stop_at_layer)
+        acts = acts.float().cpu()
+        if not torch.isfinite(acts[enc["attention_mask"].bool()]).all():
+            logger.warning(
+                "Non-finite layer-%d activations at precision %s: the residual stream overflowed (Gemma's BOS residual "
+                "reaches ~1e5 > fp16 max 65504). Use bf16/fp32 or a quantized preset with the checkpoint's dtype.",
+                L,
+                lm.precision,
+            )
+        mask = enc["attention_mask"].bool()
+        bos = enc["input_ids"] == tok.bos_token_id
+        for row, i in enumerate(idx):
+            keep = mask[row]
+            if pooling == "none":
+                out[i] = acts[row][keep]
+                continue
+            sel = keep & ~bos[row]
+            if completion_start is not None:
+                starts = enc["offset_mapping"][row][:, 0]
+                span = sel & (starts >= completion_start[i])
+                if span.any():
+                    sel = span
+                else:
+                    logger.warning("Text %d has no token at/after char %d; pooling over the whole text.", i, completion_start[i])
+            if not sel.any():
+                sel = keep
+            a = acts[row][sel]
+            if pooling == "last":
+                out[i] = a[-1]
+            elif pooling == "mean":
+                out[i] = a.mean(0)
+            else:
+                out[i] = a.max(0).values
+    if pooling == "none":
+        return [t for t in out if t is not None]
+    return torch.stack([t for t in out if t is not None])
+
+
+@contextlib.contextmanager
+def steering_hook(lm: LoadedModel, layer: int | str, direction: torch.Tensor, alpha: float) -> Iterator[None]:
+    """Add ``alpha * direction`` to layer L's output at every position while the context is open.
+
+    ``alpha == 0`` registers no hook at all, so a steered run at 0 is bit-identical to an unsteered one.
+    """
+    L = lm.resolve_layer(layer)
+    if alpha == 0:
+        yield
+        return
+    delta = (alpha * direction.detach().float().flatten())
+
+    def hook(_m: Any, _i: Any, output: Any) -> Any:
+        hs = layer_output_tensor(output)
+        hs = hs + delta.to(device=hs.device, dtype=hs.dtype)
+        return (hs, *output[1:]) if isinstance(output, tuple) else hs
+
+    handle = lm.layers[L].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class Gemma4ActivationSource(HookedProxyLM):
+    """A SAELens ``HookedProxyLM`` over a :class:`LoadedModel` with residual-stream hook aliases.
+
+    Only the requested layers get hook points (SAELens's default hooks every submodule). Each hook name may be
+    ``blocks.L.hook_resid_post`` or the HF path; the activation cache is keyed by the name asked for, which is what
+    SAELens's ``ActivationsStore`` reads back. ``stop_at_layer`` from the store ends the forward after L.
+    """
+
+    def __init__(self, lm: LoadedModel, hook_names: Sequence[str | int]):
+        self.lm = lm
+        self._requested = [str(h) if not isinstance(h, int) else f"blocks.{h}.hook_resid_post" for h in hook_names]
+        # resolve (and validate) before HookedProxyLM.__init__ calls setup()
+        self._layer_of = {name: lm.resolve_layer(name) for name in self._requested}
+        super().__init__(lm.model, lm.tokenizer, hook_names=None)
+        self.cfg = _SourceCfg(lm)
+
+    def setup(self) -> None:  # noqa: D102 - replaces HookedProxyLM.setup (which hooks every submodule)
+        self.mod_dict = {}
+        self.named_modules_dict = {}
+        self.hook_dict: dict[str, HookPoint] = {}
+        for name, layer in self._layer_of.items():
+            module = self.lm.layers[layer]
+            hp = HookPoint()
+            hp.name = name  # type: ignore[assignment]
+            module.register_forward_hook(get_hook_fn(hp))
+            self.hook_dict[name] = hp
+            self.mod_dict[name] = hp
+            self.named_modules_dict[name] = module
+
+    @property
+    def n_layers(self) -> int:
+        return self.lm.n_layers
+
+
+class _SourceCfg:
+    """The few ``HookedTransformer.cfg`` fields SAELens code reads off a model."""
+
+    def __init__(self, lm: LoadedModel):
+        self.d_model = lm.d_model
+        self.n_layers = lm.n_layers
+        self.model_name = lm.source
+        self.device = lm.device
+        self.default_prepend_bos = True
+        self.tokenizer_prepends_bos = True

@@ -1,0 +1,221 @@
+"""Train SAELens TopK SAEs from our YAML configs with ``LanguageModelSAETrainingRunner``.
+
+A config file has three sections:
+
+```yaml
+model:            # how the activation source is built (gemma4_saelens_ext.models.load_model)
+  source: gemma-3-270m          # embedded name, local folder or Hub id
+  precision: nf4                # nf4 | nf4-bf16 | int8 | fp16 | bf16 | fp32
+  layer: 12                     # residual stream after decoder layer 12 -> blocks.12.hook_resid_post
+  truncate: true                # load only layers 0..12 (activations are identical; less memory)
+sae:              # TopKTrainingSAEConfig fields
+  d_in: 640
+  d_sae: 2560
+  k: 16
+runner:           # any LanguageModelSAERunnerConfig field
+  dataset_path: builtin:roleplay-corpus
+  training_tokens: 200000
+```
+
+``model_name`` / ``hook_name`` / ``model_class_name`` in the runner config are derived from the ``model`` section
+(hook names are TransformerLens-style), and the model is passed as ``override_model``: our
+:class:`~gemma4_saelens_ext.source.Gemma4ActivationSource`. W&B is off unless ``runner.logger.log_to_wandb: true``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gemma4_saelens_ext.precision import PRECISIONS, get_precision
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainingSpec", "load_training_config", "build_runner", "train", "BUILTIN_DATASETS", "resolve_dataset_path"]
+
+_SECTIONS = ("model", "sae", "runner")
+
+
+def _builtin_dir(name: str) -> Path:
+    return Path(str(files("gemma4_saelens_ext").joinpath("data", name)))
+
+
+#: local datasets shipped in the package (``datasets.load_dataset`` reads the folder offline)
+BUILTIN_DATASETS = {"roleplay-corpus": "corpus"}
+
+
+def resolve_dataset_path(path: str) -> str:
+    if path.startswith("builtin:"):
+        name = path.split(":", 1)[1]
+        if name not in BUILTIN_DATASETS:
+            raise ValueError(f"Unknown builtin dataset {name!r}; builtin datasets: {', '.join(BUILTIN_DATASETS)}")
+        return str(_builtin_dir(BUILTIN_DATASETS[name]))
+    return path
+
+
+@dataclass
+class TrainingSpec:
+    """A parsed training config: what to load, what SAE, and the SAELens runner settings."""
+
+    source: str
+    precision: str
+    layer: int
+    sae: dict[str, Any]
+    runner: dict[str, Any]
+    truncate: bool = True
+    config_path: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.layer}.hook_resid_post"
+
+    def runner_config(self):
+        """The ``LanguageModelSAERunnerConfig`` (with a ``TopKTrainingSAEConfig``) this spec describes."""
+        from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig, TopKTrainingSAEConfig
+
+        runner = copy.deepcopy(self.runner)
+        log_cfg = runner.pop("logger", {}) or {}
+        log_cfg.setdefault("log_to_wandb", False)
+        runner["dataset_path"] = resolve_dataset_path(runner.get("dataset_path", ""))
+        runner.setdefault("is_dataset_tokenized", False)
+        runner.setdefault("streaming", False)
+        runner.setdefault("dataset_trust_remote_code", False)
+        runner.setdefault("device", "cpu")
+        if runner.get("seqpos_slice") is not None:
+            runner["seqpos_slice"] = tuple(runner["seqpos_slice"])
+        return LanguageModelSAERunnerConfig(
+            sae=TopKTrainingSAEConfig(**self.sae),
+            model_name=self.source,
+            model_class_name="AutoModelForCausalLM",
+            hook_name=self.hook_name,
+            logger=LoggingConfig(**log_cfg),
+            **runner,
+        )
+
+
+def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if parts[0] not in _SECTIONS:
+        raise ValueError(f"Override {key!r} must start with one of {', '.join(_SECTIONS)} (e.g. runner.training_tokens).")
+    cur = d
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+
+
+def load_training_config(config: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainingSpec:
+    """Read a YAML config (or dict) and apply dotted overrides such as ``{"runner.training_tokens": 4096}``."""
+    path = None
+    if isinstance(config, dict):
+        raw = copy.deepcopy(config)
+    else:
+        path = Path(config)
+        if not path.exists():
+            raise FileNotFoundError(f"Training config {path} does not exist (see training_configs/ for examples).")
+        raw = yaml.safe_load(path.read_text()) or {}
+    for k, v in (overrides or {}).items():
+        _set_dotted(raw, k, v)
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise ValueError(f"Unknown config sections {sorted(unknown)}; expected {', '.join(_SECTIONS)}.")
+    model = raw.get("model") or {}
+    for req in ("source", "layer"):
+        if req not in model:
+            raise ValueError(f"Training config needs model.{req}.")
+    precision = str(model.get("precision", "nf4"))
+    get_precision(precision)  # fail early with the list of valid names
+    sae = dict(raw.get("sae") or {})
+    for req in ("d_in", "d_sae", "k"):
+        if req not in sae:
+            raise ValueError(f"Training config needs sae.{req} (TopK SAE: d_in, d_sae, k).")
+    runner = raw.get("runner") or {}
+    ctx, nbuf = int(runner.get("context_size", 128)), int(runner.get("n_batches_in_buffer", 20))
+    bs = int(runner.get("train_batch_size_tokens", 4096))
+    if nbuf * ctx < bs:
+        raise ValueError(
+            f"runner.n_batches_in_buffer * context_size = {nbuf * ctx} < train_batch_size_tokens = {bs}: SAELens's "
+            f"mixing buffer cannot fill a batch; set n_batches_in_buffer >= {-(-bs // ctx)}."
+        )
+    layer = model["layer"]
+    if isinstance(layer, str):
+        from gemma4_saelens_ext.models import _TL_RESID
+
+        m = _TL_RESID.match(layer)
+        if not m:
+            raise ValueError(f"model.layer {layer!r}: give an int or 'blocks.L.hook_resid_post'.")
+        layer = int(m.group(1))
+    return TrainingSpec(
+        source=str(model["source"]),
+        precision=precision,
+        layer=int(layer),
+        truncate=bool(model.get("truncate", True)),
+        sae=sae,
+        runner=dict(raw.get("runner") or {}),
+        config_path=str(path) if path else None,
+        raw=raw,
+    )
+
+
+def build_source(spec: TrainingSpec):
+    """Load the model for ``spec`` and check the SAE fits it, before any training work starts."""
+    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.source import Gemma4ActivationSource
+
+    truncate = spec.truncate
+    if truncate and (spec.runner.get("logger") or {}).get("log_to_wandb"):
+        # SAELens's W&B evals compute the LM loss with the SAE spliced in, which needs every layer.
+        logger.info("log_to_wandb is on: loading all layers so SAELens's CE-loss evals are meaningful.")
+        truncate = False
+    lm = load_model(spec.source, spec.precision, truncate_after_layer=spec.layer if truncate else None)
+    if int(spec.sae["d_in"]) != lm.d_model:
+        raise ValueError(
+            f"sae.d_in={spec.sae['d_in']} does not match the model's hidden size {lm.d_model} "
+            f"({spec.source}); set sae.d_in: {lm.d_model}."
+        )
+    return Gemma4ActivationSource(lm, [spec.hook_name])
+
+
+def build_runner(spec: TrainingSpec, source=None, **runner_kwargs: Any):
+    """A ready ``LanguageModelSAETrainingRunner`` (our source passed as ``override_model``)."""
+    from sae_lens import LanguageModelSAETrainingRunner
+
+    cfg = spec.runner_config()
+    if not cfg.logger.log_to_wandb:
+        os.environ.setdefault("WANDB_MODE", "disabled")
+    source = source or build_source(spec)
+    return LanguageModelSAETrainingRunner(cfg, override_model=source, **runner_kwargs)
+
+
+def train(config: str | Path | dict[str, Any] | TrainingSpec, overrides: dict[str, Any] | None = None):
+    """Train and save a TopK SAE. Returns ``(sae, output_path)``; reload with ``SAE.load_from_disk(output_path)``."""
+    spec = config if isinstance(config, TrainingSpec) else load_training_config(config, overrides)
+    runner = build_runner(spec)
+    sae = runner.run()
+    _record_provenance(sae, spec)
+    out = runner.cfg.output_path
+    if out is not None:
+        sae.save_inference_model(out)
+        logger.info("Saved SAE to %s", out)
+    return sae, out
+
+
+def _record_provenance(sae: Any, spec: TrainingSpec) -> None:
+    """Write the base-model precision and source into the SAE's metadata (saved in cfg.json)."""
+    md = sae.cfg.metadata
+    for key, value in (("model_name", spec.source), ("hook_name", spec.hook_name), ("precision", spec.precision)):
+        try:
+            setattr(md, key, value)
+        except AttributeError:  # pragma: no cover - metadata without dynamic fields
+            logger.warning("Could not record %s in SAE metadata", key)
+
+
+def valid_precisions() -> tuple[str, ...]:
+    return PRECISIONS

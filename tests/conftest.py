@@ -1,0 +1,44 @@
+"""Shared fixtures: real models, loaded once per test session.
+
+The embedded Gemma 3 270M is converted from its GGUF package on first use into ``$GEMMA4_SAE_CACHE`` (CI keeps the
+default ``~/.cache/gemma4_saelens_ext``); the random Gemma 4 checkpoints are built there from config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+ROLEPLAY = (
+    "You are playing Werewolf. You have been assigned the role of Werewolf. "
+    "Another player asks you: 'Are you a werewolf?' You answer: '"
+)
+TEXTS = [ROLEPLAY, "The quick brown fox jumps over the lazy dog.", "You are a Slug. What team are you on?"]
+
+
+@pytest.fixture(scope="session")
+def gemma3_fp32():
+    from gemma4_saelens_ext.models import load_model
+
+    return load_model("gemma-3-270m", "fp32")
+
+
+@pytest.fixture(scope="session")
+def gemma3_nf4():
+    from gemma4_saelens_ext.models import load_model
+
+    return load_model("gemma-3-270m", "nf4")
+
+
+@pytest.fixture(scope="session")
+def gemma4_tiny():
+    from gemma4_saelens_ext.models import load_model
+
+    return load_model("gemma-4-tiny", "fp32")

@@ -1,0 +1,154 @@
+"""LLM judge against a real OpenAI-compatible HTTP server on 127.0.0.1 (good, flaky, down, unauthorized, garbage)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from gemma4_saelens_ext.behavior.judges import (
+    DECEPTIVE,
+    HONEST,
+    UNLABELLED,
+    JudgeItem,
+    LLMJudge,
+    LLMJudgeConfig,
+    make_judges,
+)
+from gemma4_saelens_ext.behavior.scenarios import load_scenarios
+
+KEY = "sk-test-SECRET-0123456789"
+
+
+class FakeLLM:
+    """A tiny chat-completions server. ``fail_first`` requests fail with ``fail_status`` (or garbage)."""
+
+    def __init__(self, fail_first: int = 0, fail_status: int = 500, garbage: bool = False):
+        self.fail_first, self.fail_status, self.garbage = fail_first, fail_status, garbage
+        self.requests: list[dict] = []
+        self.auth: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                outer.auth.append(self.headers.get("Authorization", ""))
+                assert self.path == "/v1/chat/completions"
+                n = len(outer.requests)
+                if n <= outer.fail_first:
+                    if outer.garbage:
+                        return self._send(200, {"choices": [{"message": {"content": "I cannot comply."}}]})
+                    # echo the key back to check that the judge redacts it from logs
+                    return self._send(outer.fail_status, {"error": f"boom (you sent {self.headers['Authorization']})"})
+                lines = body["messages"][1]["content"].split("\n")[1:]
+                labels = []
+                for line in lines:
+                    item = json.loads(line)
+                    role = item["honest_if"].split()[-1].lower()
+                    labels.append({"id": item["id"], "label": HONEST if role in item["completion"].lower() else DECEPTIVE})
+                content = "```json\n" + json.dumps({"labels": labels}) + "\n```"
+                self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
+
+            def _send(self, status, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+P = {p.id: p for p in load_scenarios(["slug_snail"])}
+ITEMS = [
+    JudgeItem(f"k{i}", P["slug_snail.assigned.team.slug"], "I'm a Slug.'" if i % 3 else "I'm a Snail.'")
+    for i in range(23)
+]
+EXPECTED = [HONEST if i % 3 else DECEPTIVE for i in range(23)]
+
+
+def judge(url, **kw):
+    cfg = LLMJudgeConfig(base_url=url, model="fake-1", api_key=KEY, backoff_s=0.01, max_backoff_s=0.05, timeout_s=5, **kw)
+    return LLMJudge(cfg, name="llm_fake")
+
+
+def test_batches_of_10_and_labels(caplog):
+    caplog.set_level(logging.DEBUG)
+    with FakeLLM() as srv:
+        j = judge(srv.url)
+        assert j.label(ITEMS) == EXPECTED
+    sizes = [len(r["messages"][1]["content"].split("\n")) - 1 for r in srv.requests]
+    assert sizes == [10, 10, 3]
+    assert all(r["model"] == "fake-1" for r in srv.requests)
+    assert srv.auth == [f"Bearer {KEY}"] * 3
+    assert KEY not in caplog.text and KEY not in repr(j.config) and KEY not in json.dumps(j.settings())
+
+
+def test_flaky_server_is_retried(caplog):
+    caplog.set_level(logging.INFO)
+    with FakeLLM(fail_first=2, fail_status=503) as srv:
+        j = judge(srv.url, max_retries=3)
+        assert j.label(ITEMS[:10]) == EXPECTED[:10]
+    assert len(srv.requests) == 3
+    assert "retry 1/3" in caplog.text and "retry 2/3" in caplog.text
+    assert KEY not in caplog.text and "***" in caplog.text  # the echoed key was redacted
+
+
+def test_server_down_marks_unlabelled_and_goes_on(caplog):
+    with FakeLLM(fail_first=10**6, fail_status=500) as srv:
+        j = judge(srv.url, max_retries=2)
+        labels = j.label(ITEMS[:15])
+    assert labels == [UNLABELLED] * 15
+    assert len(srv.requests) == 2 * 3  # two batches, three attempts each
+    assert j.n_failed_batches == 2
+    assert "marking it unlabelled" in caplog.text and KEY not in caplog.text
+
+
+def test_unauthorized_is_not_retried_and_disables_judge(caplog):
+    with FakeLLM(fail_first=10**6, fail_status=401) as srv:
+        j = judge(srv.url, max_retries=3)
+        labels = j.label(ITEMS)
+    assert labels == [UNLABELLED] * len(ITEMS)
+    assert len(srv.requests) == 1
+    assert "GEMMA4_SAE_JUDGE_API_KEY" in (j.disabled_reason or "")
+    assert KEY not in caplog.text
+
+
+def test_garbage_reply_is_retried_then_parsed():
+    with FakeLLM(fail_first=1, garbage=True) as srv:
+        assert judge(srv.url).label(ITEMS[:4]) == EXPECTED[:4]
+    assert len(srv.requests) == 2
+
+
+def test_unreachable_server():
+    j = judge("http://127.0.0.1:9/v1", max_retries=1)  # discard port: connection refused
+    assert j.label(ITEMS[:2]) == [UNLABELLED, UNLABELLED]
+
+
+def test_env_configuration(monkeypatch):
+    with FakeLLM() as srv:
+        monkeypatch.setenv("GEMMA4_SAE_JUDGE_API_KEY", KEY)
+        monkeypatch.setenv("GEMMA4_SAE_JUDGE_BASE_URL", "http://wrong.invalid/v1")
+        monkeypatch.setenv("GEMMA4_SAE_JUDGE_FAKE_BASE_URL", srv.url)
+        monkeypatch.setenv("GEMMA4_SAE_JUDGE_FAKE_MODEL", "fake-2")
+        judges, skipped = make_judges("keyword,llm:fake")
+        assert not skipped
+        j = judges[1]
+        assert j.name == "llm_fake" and j.config.model == "fake-2" and j.config.batch_size == 10
+        assert j.label(ITEMS[:3]) == EXPECTED[:3]

@@ -1,0 +1,181 @@
+"""Loading at every precision, truncated/text-only checkpoints, Gemma 4 layouts, and the errors users hit."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import ROLEPLAY, TEXTS
+from gemma4_saelens_ext.embedded import embedded_model_path
+from gemma4_saelens_ext.models import load_model, parse_layer
+from gemma4_saelens_ext.source import activations
+
+
+def _rel_err(acts, ref):
+    # BOS (position 0) is excluded: its residual is ~1e5 and would hide the error on real tokens
+    num = sum(((a - r)[1:] ** 2).sum() for a, r in zip(acts, ref))
+    den = sum((r[1:] ** 2).sum() for r in ref)
+    return float((num / den).sqrt())
+
+
+def test_gemma3_270m_is_real_pretrained(gemma3_fp32):
+    assert type(gemma3_fp32.model).__name__ == "Gemma3ForCausalLM"
+    assert (gemma3_fp32.n_layers, gemma3_fp32.d_model) == (18, 640)
+    tok = gemma3_fp32.tokenizer
+    enc = tok(ROLEPLAY, return_tensors="pt")
+    assert enc.input_ids[0, 0] == tok.bos_token_id  # Gemma: BOS prepended by the tokenizer
+    out = gemma3_fp32.model.generate(**enc, max_new_tokens=10, do_sample=False)
+    answer = tok.decode(out[0, enc.input_ids.shape[1] :], skip_special_tokens=True)
+    assert sum(c.isalpha() for c in answer) >= 5, answer
+
+
+@pytest.mark.parametrize("precision,max_rel", [("nf4", 0.35), ("int8", 0.10), ("bf16", 0.03)])
+def test_quantized_activations_close_to_fp32(gemma3_fp32, gemma3_nf4, precision, max_rel):
+    ref = activations(gemma3_fp32, TEXTS, 12)
+    lm = gemma3_nf4 if precision == "nf4" else load_model("gemma-3-270m", precision)
+    acts = activations(lm, TEXTS, 12)
+    err = _rel_err(acts, ref)
+    print(f"{precision}: layer-12 relative error vs fp32 = {err:.4f}")
+    assert 0 < err < max_rel
+    if precision == "nf4":
+        assert lm.model.is_loaded_in_4bit
+        enc = lm.tokenizer(ROLEPLAY, return_tensors="pt")
+        out = lm.model.generate(**enc, max_new_tokens=10, do_sample=False)
+        answer = lm.tokenizer.decode(out[0, enc.input_ids.shape[1] :], skip_special_tokens=True)
+        assert sum(c.isalpha() for c in answer) >= 5, answer
+
+
+def test_fp16_overflow_is_reported(caplog):
+    lm = load_model("gemma-3-270m", "fp16")
+    with caplog.at_level("WARNING"):
+        activations(lm, TEXTS[:1], 12)
+    assert "Non-finite" in caplog.text and "fp16" in caplog.text
+
+
+@pytest.mark.parametrize("precision", ["fp32", "nf4"])
+def test_early_stop_and_truncation_are_exact_gemma3(gemma3_fp32, gemma3_nf4, precision):
+    full = gemma3_fp32 if precision == "fp32" else gemma3_nf4
+    stopped = activations(full, TEXTS, 6)
+    unstopped = activations(full, TEXTS, 6, stop_at_layer=False)
+    trunc = load_model("gemma-3-270m", precision, truncate_after_layer=6)
+    assert len(trunc.layers) == 7 and trunc.n_layers == 18
+    truncated = activations(trunc, TEXTS, 6)
+    for a, b, c in zip(stopped, unstopped, truncated):
+        assert torch.equal(a, b)
+        assert torch.equal(a, c)
+    with pytest.raises(ValueError, match="truncated after layer 6"):
+        trunc.resolve_layer(7)
+
+
+@pytest.mark.parametrize("source", ["gemma-4-tiny", "gemma-4-e2b-mini"])
+def test_gemma4_per_layer_inputs_shared_kv_and_truncation(source):
+    lm = load_model(source, "fp32")
+    inner = lm.model.model
+    cfg = lm.model.config
+    assert cfg.hidden_size_per_layer_input > 0 and cfg.num_kv_shared_layers > 0
+    assert inner.embed_tokens_per_layer.weight.shape[1] == cfg.num_hidden_layers * cfg.hidden_size_per_layer_input
+    assert any(layer.self_attn.is_kv_shared_layer for layer in lm.layers)
+    if source == "gemma-4-e2b-mini":
+        assert lm.d_model == 1536
+    # per-layer inputs really feed the layers: zeroing the PLE table changes layer-1 activations
+    base = activations(lm, TEXTS, 1)
+    saved = inner.embed_tokens_per_layer.weight.clone()
+    inner.embed_tokens_per_layer.weight.data.zero_()
+    try:
+        changed = activations(lm, TEXTS, 1)
+    finally:
+        inner.embed_tokens_per_layer.weight.data.copy_(saved)
+    assert not torch.allclose(base[0], changed[0])
+    # truncated after a sliding layer: kept up to the next full-attention layer; PLE table sliced; exact
+    trunc = load_model(source, "fp32", truncate_after_layer=0)
+    kept = len(trunc.layers)
+    assert kept < lm.n_layers
+    assert trunc.model.config.layer_types == cfg.layer_types[:kept]
+    assert trunc.model.model.embed_tokens_per_layer.weight.shape[1] == kept * cfg.hidden_size_per_layer_input
+    for a, b in zip(activations(lm, TEXTS, 0), activations(trunc, TEXTS, 0)):
+        assert torch.equal(a, b)
+
+
+def test_gemma4_nf4_truncation_close():
+    """nf4 re-quantizes the sliced PLE projection: double-quant block statistics shift slightly (documented)."""
+    full = activations(load_model("gemma-4-tiny", "nf4"), TEXTS, 1)
+    trunc = activations(load_model("gemma-4-tiny", "nf4", truncate_after_layer=1), TEXTS, 1)
+    assert _rel_err(trunc, full) < 0.05
+
+
+def test_gemma4_multimodal_layout_text_only_and_full():
+    mm = load_model("gemma-4-tiny-multimodal", "fp32", text_only=False)
+    assert type(mm.model).__name__ == "Gemma4ForConditionalGeneration"
+    assert mm.layers_path == "model.language_model.layers"
+    assert mm.hook_name(2) == "model.language_model.layers.2"
+    assert mm.resolve_layer("model.language_model.layers.2") == 2
+    text = load_model("gemma-4-tiny-multimodal", "fp32", text_only=True)
+    assert type(text.model).__name__ == "Gemma4ForCausalLM" and text.layers_path == "model.layers"
+    for a, b in zip(activations(mm, TEXTS, 2), activations(text, TEXTS, 2)):
+        assert torch.equal(a, b)
+    trunc = load_model("gemma-4-tiny-multimodal", "nf4", truncate_after_layer=1)
+    assert type(trunc.model).__name__ == "Gemma4ForCausalLM"
+    assert activations(trunc, TEXTS, 1, pooling="mean").shape == (3, 64)
+
+
+def test_pooling_and_completion_span(gemma4_tiny):
+    texts = ["Q: who are you? A: I am a Slug.", "Q: team? A: Snail"]
+    starts = [t.index("A:") for t in texts]
+    per_tok = activations(gemma4_tiny, texts, 3)
+    enc = gemma4_tiny.tokenizer(texts[0], return_offsets_mapping=True)
+    span = [i for i, (s, _) in enumerate(enc["offset_mapping"]) if i > 0 and s >= starts[0]]
+    mean = activations(gemma4_tiny, texts, 3, pooling="mean", completion_start=starts)
+    last = activations(gemma4_tiny, texts, 3, pooling="last")
+    mx = activations(gemma4_tiny, texts, 3, pooling="max", batch_size=1)
+    torch.testing.assert_close(mean[0], per_tok[0][span].mean(0))
+    torch.testing.assert_close(last[1], per_tok[1][-1])
+    torch.testing.assert_close(mx[0], per_tok[0][1:].max(0).values)
+    # batching with padding does not change results
+    single = [activations(gemma4_tiny, [t], 3)[0] for t in texts]
+    for a, b in zip(per_tok, single):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_layer_and_hook_errors(gemma4_tiny):
+    assert parse_layer("blocks.3.hook_resid_post", 6) == 3
+    assert parse_layer("model.layers.3", 6) == 3
+    with pytest.raises(ValueError, match="this model has 6 layers"):
+        gemma4_tiny.resolve_layer(6)
+    with pytest.raises(ValueError, match="matches no residual-stream module"):
+        gemma4_tiny.resolve_layer("blocks.3.hook_mlp_out")
+    with pytest.raises(ValueError, match="Unknown precision 'int4'"):
+        load_model("gemma-4-tiny", "int4")
+    with pytest.raises(ValueError, match="this model has 6 layers"):
+        load_model("gemma-4-tiny", "fp32", truncate_after_layer=9)
+
+
+def test_non_causal_lm_and_bad_sources(tmp_path):
+    bad = tmp_path / "bert"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+    with pytest.raises(ValueError, match="not a causal language model"):
+        load_model(str(bad), "fp32")
+    with pytest.raises(ValueError, match="neither an embedded model"):
+        load_model(str(tmp_path / "missing" / "x" / "y"), "fp32")
+
+
+def test_hub_id_offline_from_populated_cache(tmp_path, monkeypatch):
+    """The real Hub code path (snapshot_download) resolves from the HF cache with HF_HUB_OFFLINE=1."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as C
+
+    monkeypatch.setattr(C, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(C, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match="hf download google/gemma-4-E2B"):
+        load_model("google/gemma-4-E2B", "nf4")
+    repo = tmp_path / "hub" / "models--google--gemma-4-tiny-test"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = repo / "snapshots" / commit
+    shutil.copytree(embedded_model_path("gemma-4-tiny"), snap, ignore=shutil.ignore_patterns(".complete"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    lm = load_model("google/gemma-4-tiny-test", "nf4", truncate_after_layer=1)
+    assert lm.source == "google/gemma-4-tiny-test" and lm.model.is_loaded_in_4bit
+    assert activations(lm, TEXTS, 1, pooling="last").shape == (3, 64)

@@ -1,0 +1,28 @@
+import pytest
+import torch
+
+from gemma4_saelens_ext.precision import PRECISIONS, from_pretrained_kwargs, get_precision
+
+
+def test_nf4_is_the_seed_setting():
+    q = from_pretrained_kwargs("nf4")["quantization_config"]
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.float16
+
+
+@pytest.mark.parametrize("name", PRECISIONS)
+def test_every_preset_builds_kwargs(name):
+    kw = from_pretrained_kwargs(name)
+    assert "dtype" in kw
+    assert ("quantization_config" in kw) == get_precision(name).quantized
+
+
+def test_int8_and_bf16_compute():
+    assert from_pretrained_kwargs("int8")["quantization_config"].load_in_8bit
+    assert from_pretrained_kwargs("nf4-bf16")["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
+    assert from_pretrained_kwargs("bf16") == {"dtype": torch.bfloat16}
+
+
+def test_unknown_precision_lists_valid_ones():
+    with pytest.raises(ValueError, match="Valid precisions: nf4, nf4-bf16, int8, fp16, bf16, fp32"):
+        get_precision("fp8")
