@@ -1,0 +1,375 @@
+"""Data-parallel activation extraction over ``torch.distributed`` (gloo on CPU, nccl on GPU).
+
+Launch::
+
+    torchrun --nproc-per-node 2 -m gemma4_saelens_ext.pipeline.distributed extract \\
+        --model gemma-3-270m --precision nf4 --layer 12 --pooling mean \\
+        --texts prompts.txt --out runs/acts/L12_mean.safetensors
+
+Every rank loads the model (rank 0 first, so derived checkpoints are built once), takes a disjoint, deterministic
+slice of the work, runs :func:`gemma4_saelens_ext.source.activations`, and writes its own shard
+(``<out>.shards/rank{r}-of-{w}.safetensors``, atomic tmp + ``os.replace``). After a barrier rank 0 merges the shards
+into ``<out>`` in the original text order.
+
+**Slicing.** Texts are length-sorted exactly as :func:`~gemma4_saelens_ext.source.activations` sorts them and cut into
+batches of ``batch_size``; rank ``r`` takes batches ``r, r + w, r + 2w, ...``. Slicing whole batches (rather than texts
+``i::w``) keeps every padded batch identical to the single-process run, so fp32 results are bit-for-bit equal to
+``activations(lm, texts, layer, batch_size=...)`` on one process; striding over length-sorted batches also balances
+the token load across ranks.
+
+**File format** (safetensors): ``acts`` float32 — ``[n_texts, d]`` for pooled extraction, or all tokens concatenated
+``[sum(lengths), d]`` for ``pooling="none"`` with ``lengths`` int64 ``[n_texts]``; ``index`` int64 (global text
+indices, shards only). Metadata: model, precision, layer, pooling, n_texts, world_size. Read with
+:func:`load_activations`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ExtractSpec",
+    "batch_plan",
+    "rank_batches",
+    "extract_shard",
+    "merge_shards",
+    "load_activations",
+    "read_texts",
+    "shard_path",
+    "run_extract",
+    "main",
+]
+
+
+@dataclass
+class ExtractSpec:
+    model: str = "gemma-3-270m"
+    precision: str = "nf4"
+    layer: int | str = 12
+    pooling: str = "mean"
+    batch_size: int = 8
+    max_length: int | None = 512
+    truncate: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------------------- plan
+def batch_plan(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Global batches of text indices, length-sorted (stable) exactly as ``source.activations`` does."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def rank_batches(plan: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
+    """Rank ``rank``'s disjoint slice of the plan: batches ``rank::world_size``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+    return plan[rank::world_size]
+
+
+def shard_path(out: str | Path, rank: int, world_size: int) -> Path:
+    out = Path(out)
+    return out.parent / f"{out.name}.shards" / f"rank{rank}-of-{world_size}.safetensors"
+
+
+# ------------------------------------------------------------------------------------------------------------------ io
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_activations(path: str | Path) -> tuple[torch.Tensor | list[torch.Tensor], dict[str, str]]:
+    """Read a merged (or shard) file: ``(acts, metadata)``; per-token files come back as a list of ``[n_i, d]``."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    acts = tensors["acts"]
+    if "lengths" in tensors:
+        return list(torch.split(acts, tensors["lengths"].tolist())), meta
+    return acts, meta
+
+
+def read_texts(path: str | Path, column: str = "text") -> list[str]:
+    """Texts from ``.txt`` (one per line), ``.jsonl``/``.json`` (strings or objects with ``column``), ``.parquet``,
+    or a behavior dataset folder (its ``*.parquet`` splits, sorted by name)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.parquet")) or sorted(p.glob("**/*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"No .parquet files in {p}")
+        return [t for f in files for t in read_texts(f, column)]
+    if not p.exists():
+        raise FileNotFoundError(f"Texts file not found: {p}")
+
+    def pick(obj: Any) -> str:
+        if isinstance(obj, str):
+            return obj
+        if isinstance(obj, dict) and column in obj:
+            return str(obj[column])
+        raise ValueError(f"{p}: each record must be a string or an object with a {column!r} field")
+
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(p)
+        if column not in table.column_names:
+            raise ValueError(f"{p} has no column {column!r} (columns: {table.column_names})")
+        return [str(x) for x in table.column(column).to_pylist()]
+    if p.suffix == ".jsonl":
+        return [pick(json.loads(line)) for line in p.read_text().splitlines() if line.strip()]
+    if p.suffix == ".json":
+        data = json.loads(p.read_text())
+        if not isinstance(data, list):
+            raise ValueError(f"{p}: expected a JSON list")
+        return [pick(x) for x in data]
+    return [line for line in p.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------------------------- compute
+def extract_shard(
+    lm: Any,
+    texts: Sequence[str],
+    spec: ExtractSpec,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    progress: bool = False,
+) -> tuple[list[int], list[torch.Tensor] | torch.Tensor]:
+    """This rank's ``(global indices, activations)``; indices follow the order of the rank's batches."""
+    from tqdm.auto import tqdm
+
+    from gemma4_saelens_ext.source import activations
+
+    mine = rank_batches(batch_plan(texts, spec.batch_size), rank, world_size)
+    idx: list[int] = []
+    outs: list[Any] = []
+    for batch in tqdm(mine, desc=f"rank {rank} extract", disable=not progress):
+        a = activations(
+            lm,
+            [texts[i] for i in batch],
+            spec.layer,
+            pooling=spec.pooling,  # type: ignore[arg-type]
+            batch_size=len(batch),
+            max_length=spec.max_length,
+        )
+        idx.extend(batch)
+        outs.append(a)
+    if spec.pooling == "none":
+        return idx, [t for a in outs for t in a]
+    if not outs:
+        return idx, torch.zeros(0, lm.d_model)
+    return idx, torch.cat(outs)
+
+
+def _pack(acts: list[torch.Tensor] | torch.Tensor, pooling: str, d: int) -> dict[str, torch.Tensor]:
+    if pooling == "none":
+        assert isinstance(acts, list)
+        lengths = torch.tensor([t.shape[0] for t in acts], dtype=torch.int64)
+        cat = torch.cat(acts) if acts else torch.zeros(0, d)
+        return {"acts": cat.float(), "lengths": lengths}
+    assert isinstance(acts, torch.Tensor)
+    return {"acts": acts.float()}
+
+
+def write_shard(
+    out: str | Path, rank: int, world_size: int, idx: list[int], acts: Any, meta: dict[str, str], d: int
+) -> Path:
+    path = shard_path(out, rank, world_size)
+    tensors = _pack(acts, meta["pooling"], d)
+    tensors["index"] = torch.tensor(idx, dtype=torch.int64)
+    _atomic_save(tensors, path, {**meta, "rank": str(rank), "world_size": str(world_size)})
+    return path
+
+
+def merge_shards(out: str | Path, world_size: int, n_texts: int, *, keep_shards: bool = False) -> Path:
+    """Merge ``rank*-of-{world_size}`` shards into ``out`` in the original text order (checks coverage)."""
+    out = Path(out)
+    seen: list[int] = []
+    parts: dict[int, torch.Tensor] = {}
+    meta: dict[str, str] = {}
+    pooling = None
+    for r in range(world_size):
+        p = shard_path(out, r, world_size)
+        if not p.exists():
+            raise FileNotFoundError(f"Missing shard of rank {r}: {p}")
+        with safe_open(str(p), framework="pt") as f:
+            m = dict(f.metadata() or {})
+            t = {k: f.get_tensor(k) for k in f.keys()}
+        pooling = m["pooling"]
+        meta = {k: v for k, v in m.items() if k != "rank"}
+        idx = t["index"].tolist()
+        rows = torch.split(t["acts"], t["lengths"].tolist()) if "lengths" in t else list(t["acts"])
+        for i, row in zip(idx, rows):
+            parts[i] = row
+        seen.extend(idx)
+    if sorted(seen) != list(range(n_texts)):
+        raise RuntimeError(f"Shards cover {len(set(seen))} of {n_texts} texts (duplicates or gaps); not merging.")
+    ordered = [parts[i] for i in range(n_texts)]
+    d = int(meta.get("d_model", "0"))
+    if pooling == "none":
+        tensors = _pack(ordered, "none", d)
+    else:
+        tensors = {"acts": torch.stack(ordered) if ordered else torch.zeros(0, d)}
+    meta["n_texts"] = str(n_texts)
+    _atomic_save(tensors, out, meta)
+    if not keep_shards:
+        for r in range(world_size):
+            shard_path(out, r, world_size).unlink(missing_ok=True)
+        try:
+            shard_path(out, 0, world_size).parent.rmdir()
+        except OSError:
+            pass
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------- driver
+def _init_dist() -> tuple[int, int, int, str]:
+    """(rank, world_size, local_rank, device). Initializes the process group when launched by torchrun."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available()
+    device = f"cuda:{local}" if use_cuda else "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=60))
+    return rank, world, local, device
+
+
+def _barrier(device: str) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if device.startswith("cuda"):
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+def run_extract(
+    texts: Sequence[str], out: str | Path, spec: ExtractSpec, *, keep_shards: bool = False, progress: bool = True
+) -> Path | None:
+    """Run on every rank (or alone); returns the merged path on rank 0, ``None`` elsewhere."""
+    import torch.distributed as dist
+
+    from gemma4_saelens_ext.models import load_model
+
+    rank, world, _local, device = _init_dist()
+    t0 = time.perf_counter()
+    try:
+
+        def load() -> Any:
+            return load_model(
+                spec.model, spec.precision, truncate_after_layer=spec.layer if spec.truncate else None, device=device
+            )
+
+        # rank 0 builds any derived checkpoint (GGUF conversion, truncation) before the others read it
+        lm = load() if rank == 0 else None
+        _barrier(device)
+        if lm is None:
+            lm = load()
+        layer = lm.resolve_layer(spec.layer)
+        idx, acts = extract_shard(lm, texts, spec, rank, world, progress=progress and rank == 0)
+        meta = {
+            "model": str(spec.model),
+            "precision": spec.precision,
+            "layer": str(layer),
+            "pooling": spec.pooling,
+            "batch_size": str(spec.batch_size),
+            "d_model": str(lm.d_model),
+            "n_texts": str(len(texts)),
+        }
+        write_shard(out, rank, world, idx, acts, meta, lm.d_model)
+        logger.info("rank %d/%d: %d texts in %.1fs", rank, world, len(idx), time.perf_counter() - t0)
+        _barrier(device)
+        merged = merge_shards(out, world, len(texts), keep_shards=keep_shards) if rank == 0 else None
+        _barrier(device)
+        if merged is not None:
+            logger.info("merged %d shards -> %s (%.1fs)", world, merged, time.perf_counter() - t0)
+        return merged
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m gemma4_saelens_ext.pipeline.distributed",
+        description="Data-parallel activation extraction (launch with torchrun --nproc-per-node N).",
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("extract", help="extract layer activations for a list of texts, sharded over ranks")
+    add_extract_args(p)
+    return ap
+
+
+def add_extract_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--texts", required=True, help=".txt (one per line), .jsonl/.json, .parquet or a dataset folder")
+    p.add_argument("--column", default="text", help="text field for jsonl/parquet inputs (default: text)")
+    p.add_argument("--out", required=True, help="merged .safetensors output")
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--precision", default="nf4")
+    p.add_argument("--layer", default="12", help="layer index, blocks.L.hook_resid_post, or HF path")
+    p.add_argument("--pooling", default="mean", choices=["none", "last", "mean", "max"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--no-truncate", action="store_true", help="load all layers (default: keep only 0..layer)")
+    p.add_argument("--keep-shards", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _layer_arg(v: str) -> int | str:
+    return int(v) if v.lstrip("-").isdigit() else v
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    texts = read_texts(args.texts, args.column)
+    spec = ExtractSpec(
+        model=args.model,
+        precision=args.precision,
+        layer=_layer_arg(str(args.layer)),
+        pooling=args.pooling,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        truncate=not args.no_truncate,
+    )
+    merged = run_extract(texts, args.out, spec, keep_shards=args.keep_shards, progress=not args.no_progress)
+    if merged is not None:
+        print(f"wrote {merged} ({len(texts)} texts)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args = build_arg_parser().parse_args(argv)
+    return cmd_extract(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
