@@ -33,7 +33,7 @@ def test_config_errors(tmp_path):
     assert rc.model_name == "google/gemma-4-E2B" and not rc.logger.log_to_wandb
     with pytest.raises(ValueError, match="Valid precisions"):
         load_training_config("training_configs/demo_gemma3_270m_nf4.yaml", {"model.precision": "q4"})
-    with pytest.raises(ValueError, match="n_batches_in_buffer >= 16"):
+    with pytest.raises(ValueError, match="n_batches_in_buffer >= 4"):
         load_training_config("training_configs/demo_gemma3_270m_nf4.yaml", {"runner.n_batches_in_buffer": 2})
     from gemma4_saelens_ext.training import build_source
 
