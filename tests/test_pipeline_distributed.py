@@ -91,12 +91,12 @@ def test_torchrun_two_ranks_equals_one_process(tiny, tmp_path: Path):
     out = tmp_path / "acts.safetensors"
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [
-        str(torchrun), "--nproc-per-node", "2", "--master-port", "0", "-m", "gemma4_saelens_ext.pipeline.distributed",
+        str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "gemma4_saelens_ext.pipeline.distributed",
         "extract", "--texts", str(texts), "--out", str(out), "--model", MODEL, "--precision", "fp32",
         "--layer", str(LAYER), "--pooling", "none", "--batch-size", "2", "--no-progress",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     merged, meta = load_activations(out)
     assert meta["pooling"] == "none" and meta["world_size"] == "2"
