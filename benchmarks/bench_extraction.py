@@ -30,7 +30,7 @@ def _rss_child(precision: str, layer: int, truncate: bool) -> float:
         "import resource;from gemma4_saelens_ext.models import load_model;"
         "from gemma4_saelens_ext.source import activations;"
         f"lm=load_model('gemma-3-270m','{precision}',truncate_after_layer={layer if truncate else None});"
-        f"activations(lm,['{TEXT}']*8,{layer});"
+        f"activations(lm,[{TEXT!r}]*8,{layer});"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
