@@ -1,0 +1,334 @@
+"""``gemma4-sae demo``: behavior dataset -> TopK SAE (SAELens runner) -> eval suite -> model card, in one folder.
+
+Stages (each writes under ``--out``, default ``runs/demo``; a stage whose output exists is reused unless ``--fresh``):
+
+1. ``dataset``: :func:`gemma4_saelens_ext.behavior.build_dataset` on the chosen model/precision -> ``DIR/dataset``
+2. ``train``: :func:`gemma4_saelens_ext.training.train` with the demo config, ``runner.dataset_path`` = the built
+   dataset -> ``DIR/sae``
+3. ``eval``: :func:`gemma4_saelens_ext.evals.suite.run_suite` on the trained SAE -> ``DIR/report`` (``report.json``,
+   ``report.md``, plots)
+4. ``export``: :func:`gemma4_saelens_ext.releases.export_sae` -> ``DIR/release`` (``README.md`` model card with Hub
+   front matter, SAELens weights)
+
+``DIR/stages.json`` records status, seconds and errors per stage; a failing stage stops the run, is recorded with
+its error, and leaves earlier outputs in place, so a re-run resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DemoConfig", "DemoError", "run_demo", "STAGES", "check_disk", "summary_table"]
+
+STAGES = ("dataset", "train", "eval", "export")
+DEMO_TRAIN_CONFIG = "training_configs/demo_gemma3_270m_nf4.yaml"
+DEMO_SUITE = "evals/demo.yaml"
+
+
+class DemoError(RuntimeError):
+    """A demo stage failed (the message names it) or the machine cannot run the demo."""
+
+
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"
+    model: str = "gemma-3-270m"
+    precision: str = "nf4"
+    #: SAE layer; default: the training config's
+    layer: int | None = None
+    config: str = DEMO_TRAIN_CONFIG
+    suite: str = DEMO_SUITE
+    samples_per_prompt: int = 4
+    max_prompts: int | None = 4
+    max_new_tokens: int = 24
+    families: list[str] = field(default_factory=list)
+    training_tokens: int | None = None
+    seed: int = 0
+    #: tiny budgets everywhere (CI / smoke test): few tokens, few permutations, fp32-only portability
+    quick: bool = False
+    fresh: bool = False
+    min_free_gb: float = 2.0
+    progress: bool = True
+    #: extra training overrides (dotted keys) and suite overrides (top-level keys)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------------------ helpers
+def check_disk(path: str | Path, min_free_gb: float) -> float:
+    """Free GB at ``path`` (its nearest existing parent); :class:`DemoError` below ``min_free_gb``."""
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    free = shutil.disk_usage(p).free / 1e9
+    if free < min_free_gb:
+        raise DemoError(
+            f"Only {free:.1f} GB free at {p}; the demo needs about {min_free_gb:.1f} GB for the model cache, dataset, "
+            "SAE and report. Free some space, or point --out (and GEMMA4_SAE_CACHE) at a larger disk."
+        )
+    return free
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _finite_numbers(obj: Any, where: str = "report") -> list[str]:
+    """Paths of non-finite floats in a JSON-like object (empty when all numbers are finite)."""
+    bad: list[str] = []
+    if isinstance(obj, float) and not math.isfinite(obj):
+        bad.append(where)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            bad += _finite_numbers(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            bad += _finite_numbers(v, f"{where}[{i}]")
+    return bad
+
+
+def summary_table(stages: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{'stage':<10} {'status':<9} {'seconds':>9}  output / error", "-" * 72]
+    total = 0.0
+    for name in STAGES:
+        s = stages.get(name, {"status": "pending"})
+        sec = s.get("seconds")
+        total += sec or 0.0
+        info = s.get("error") or s.get("output") or ""
+        lines.append(f"{name:<10} {s['status']:<9} {'' if sec is None else f'{sec:9.1f}':>9}  {info}")
+    lines.append(f"{'total':<10} {'':<9} {total:9.1f}")
+    return "\n".join(lines)
+
+
+def _split_sizes(dataset_dir: Path, split: str) -> tuple[int, int]:
+    import pyarrow.parquet as pq
+
+    f = dataset_dir / "data" / f"{split}.parquet"
+    if not f.exists():
+        return 0, 0
+    labels = pq.read_table(f, columns=["label"]).column("label").to_pylist()
+    return sum(1 for x in labels if x == "honest"), sum(1 for x in labels if x == "deceptive")
+
+
+# ------------------------------------------------------------------------------------------------------------- stages
+def _stage_dataset(cfg: DemoConfig, d: Path) -> dict[str, Any]:
+    from gemma4_saelens_ext.behavior import BuildConfig, build_dataset
+
+    out = d / "dataset"
+    bc = BuildConfig(
+        out=str(out),
+        model=cfg.model,
+        precision=cfg.precision,
+        families=list(cfg.families),
+        max_prompts_per_family=cfg.max_prompts,
+        samples_per_prompt=cfg.samples_per_prompt,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+        allow_empty_pool=True,
+        # an interrupted build resumes from its completions checkpoint
+        resume=(out / "manifest.json").exists() or (out / "raw").exists(),
+        progress=cfg.progress,
+    )
+    res = build_dataset(bc)
+    return {"output": str(out), "rows": len(res.rows), "generated": res.n_generated, "resumed": res.n_resumed}
+
+
+def _stage_train(cfg: DemoConfig, d: Path) -> dict[str, Any]:
+    from gemma4_saelens_ext.training import train
+
+    out = d / "sae"
+    src = _training_data(d / "dataset")
+    # a folder holding one train.parquet: ``datasets.load_dataset`` (inside SAELens) reads it offline as split "train"
+    data = d / "sae_data"
+    data.mkdir(exist_ok=True)
+    shutil.copyfile(src, data / "train.parquet")
+    ov: dict[str, Any] = {
+        "runner.dataset_path": str(data),
+        "runner.output_path": str(out),
+        "runner.checkpoint_path": str(d / "sae_checkpoints"),
+        "runner.seed": cfg.seed,
+        "model.source": cfg.model,
+        "model.precision": cfg.precision,
+    }
+    if cfg.layer is not None:
+        ov["model.layer"] = cfg.layer
+    if cfg.quick:
+        ov.update({
+            "runner.training_tokens": 2048, "runner.train_batch_size_tokens": 128, "runner.store_batch_size_prompts": 4,
+            "runner.n_batches_in_buffer": 4, "runner.n_eval_batches": 1, "runner.eval_batch_size_prompts": 2,
+            "runner.n_batches_for_norm_estimate": 2, "runner.context_size": 32,
+            "runner.dead_feature_window": 50, "runner.feature_sampling_window": 50,
+        })  # fmt: skip
+    if cfg.training_tokens is not None:
+        ov["runner.training_tokens"] = cfg.training_tokens
+    ov.update(cfg.train_overrides)
+    sae, path = train(cfg.config, ov)
+    return {"output": str(path), "training_data": str(src), "d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae)}
+
+
+def _training_data(ds: Path) -> Path:
+    """The built dataset's train split as a parquet file (SAELens reads it with ``load_dataset``); every completion
+    (``all.parquet``) when the balanced pool left the train split empty (tiny budgets). The SAE is unsupervised, so
+    labels are not used here."""
+    train = ds / "data" / "train.parquet"
+    if train.exists() and sum(_split_sizes(ds, "train")) > 0:
+        return train
+    alls = ds / "data" / "all.parquet"
+    if not alls.exists():
+        raise DemoError(f"The built dataset {ds} has no data/train.parquet or data/all.parquet rows to train on.")
+    logger.warning("train split of %s is empty; training the SAE on every completion (%s)", ds, alls)
+    return alls
+
+
+def _suite_overrides(cfg: DemoConfig, d: Path) -> tuple[Any, str]:
+    from gemma4_saelens_ext.evals.suite import load_suite
+
+    suite = load_suite(cfg.suite, sae={"path": str(d / "sae")}, output_dir=str(d / "report"))
+    suite.model.source = cfg.model
+    suite.model.layer = None  # the trained SAE's hook
+    suite.portability.training_precision = cfg.precision
+    min_n = max(suite.stats.min_class_size, suite.probes.n_splits)
+    if cfg.quick:
+        suite.model.batch_size, suite.model.max_length = 16, 64
+        suite.dataset.scripted_families = ["slug_snail", "werewolf"]
+        suite.reconstruction.lm_loss = False
+        suite.stats.n_permutations, suite.stats.n_bootstrap, suite.stats.probe_permutations = 200, 100, 5
+        suite.stats.min_class_size = 3
+        suite.probes.n_splits = 3
+        suite.reconstruction.max_texts = 4
+        suite.steering.alphas, suite.steering.n_prompts, suite.steering.max_new_tokens = [-1.0, 0.0, 1.0], 2, 4
+        suite.stability.seeds = [101, 107]
+        suite.portability.precisions, suite.portability.max_texts = ["nf4", "fp32"], 4
+        min_n = 3
+    ds = d / "dataset"
+    sizes = {s: _split_sizes(ds, s) for s in ("train", "eval")}
+    if all(min(h, dc) >= min_n for h, dc in sizes.values()):
+        suite.dataset.path = str(ds)
+        suite.dataset.scripted_families = None
+        kind = f"built dataset {ds} (train/eval honest,deceptive = {sizes})"
+    else:
+        # the tiny budgets can leave too few labelled rows; evaluate the trained SAE on the scripted demo rows
+        kind = (
+            f"scripted demo families {suite.dataset.scripted_families} (the built dataset has {sizes} honest/deceptive "
+            f"rows in train/eval, fewer than {min_n} per class; raise --samples-per-prompt/--max-prompts)"
+        )
+        logger.warning("eval: %s", kind)
+    return suite, kind
+
+
+def _stage_eval(cfg: DemoConfig, d: Path) -> dict[str, Any]:
+    from gemma4_saelens_ext.evals.suite import run_suite
+
+    suite, kind = _suite_overrides(cfg, d)
+    out = run_suite(suite, output_dir=str(d / "report"))
+    report = json.loads((out / "report.json").read_text())
+    bad = _finite_numbers(report)
+    return {"output": str(out), "dataset": kind, "non_finite": bad[:20],
+            "plots": sorted(p.name for p in out.glob("*.png"))}  # fmt: skip
+
+
+def _stage_export(cfg: DemoConfig, d: Path) -> dict[str, Any]:
+    from sae_lens import SAE
+
+    from gemma4_saelens_ext.releases import export_sae
+
+    sae = SAE.load_from_disk(str(d / "sae"))
+    report = json.loads((d / "report" / "report.json").read_text())
+    metrics: dict[str, float] = {}
+    rec = report.get("reconstruction") or {}
+    for k, v in rec.items():
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            metrics[f"reconstruction_{k}"] = float(v)
+    res = export_sae(
+        sae,
+        d / "release",
+        release=f"demo-{Path(cfg.model).name}-{cfg.precision}",
+        model_name=cfg.model,
+        precision=cfg.precision,
+        metrics=metrics or None,
+        notes=f"Trained by `gemma4-sae demo` on {d / 'dataset'}; eval report in {d / 'report'}.",
+    )
+    if res.model_card is not None:
+        shutil.copyfile(res.model_card, d / "report" / "MODEL_CARD.md")
+    return {"output": str(res.out_dir), "model_card": str(res.model_card)}
+
+
+_RUNNERS: dict[str, Callable[[DemoConfig, Path], dict[str, Any]]] = {
+    "dataset": _stage_dataset, "train": _stage_train, "eval": _stage_eval, "export": _stage_export,
+}  # fmt: skip
+_DONE_MARKERS = {
+    "dataset": "dataset/manifest.json", "train": "sae/cfg.json", "eval": "report/report.json",
+    "export": "release/README.md",
+}  # fmt: skip
+
+
+def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Run (or resume) the four stages; returns the ``stages.json`` content. Raises :class:`DemoError` on failure."""
+    d = Path(cfg.out)
+    free = check_disk(d, cfg.min_free_gb)
+    if cfg.fresh and d.exists():
+        for name in ("dataset", "sae_data", "sae", "sae_checkpoints", "report", "release", "stages.json"):
+            p = d / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    d.mkdir(parents=True, exist_ok=True)
+    sj = d / "stages.json"
+    state: dict[str, Any] = json.loads(sj.read_text()) if sj.exists() else {}
+    stages: dict[str, dict[str, Any]] = state.get("stages", {})
+    state.update(config=asdict(cfg), free_disk_gb=round(free, 1))
+    failed: str | None = None
+    for name in STAGES:
+        done = (d / _DONE_MARKERS[name]).exists() and stages.get(name, {}).get("status") in ("done", "reused")
+        if done:
+            stages[name] = {**stages[name], "status": "reused"}
+            echo(f"[demo] {name}: reusing {stages[name].get('output')} (--fresh to redo)")
+            continue
+        echo(f"[demo] {name}: running")
+        t0 = time.perf_counter()
+        stages[name] = {"status": "running"}
+        state["stages"] = stages
+        _atomic_json(sj, state)
+        try:
+            info = _RUNNERS[name](cfg, d)
+            stages[name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 2), **info}
+        except Exception as e:  # noqa: BLE001 - recorded, then re-raised as DemoError
+            stages[name] = {
+                "status": "failed",
+                "seconds": round(time.perf_counter() - t0, 2),
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc()[-4000:],
+            }
+            failed = name
+        for later in STAGES[STAGES.index(name) + 1 :]:
+            if stages.get(later, {}).get("status") in ("done", "reused") and stages[name]["status"] == "done":
+                stages[later]["status"] = "stale"  # upstream changed: redo
+        state["stages"] = stages
+        _atomic_json(sj, state)
+        echo(f"[demo] {name}: {stages[name]['status']} in {stages[name]['seconds']:.1f}s")
+        if failed:
+            break
+    state["stages"] = stages
+    _atomic_json(sj, state)
+    echo(summary_table(stages))
+    if failed:
+        raise DemoError(
+            f"demo stage {failed!r} failed: {stages[failed]['error']} (details in {sj}; earlier outputs kept, "
+            "re-run the same command to resume, or add --fresh to start over with new settings)"
+        )
+    echo(f"[demo] report: {d / 'report'}  model card: {d / 'release' / 'README.md'}")
+    return stages

@@ -1,0 +1,77 @@
+"""`gemma4-sae demo` end to end at tiny budgets: every stage finishes, the report has finite numbers, re-runs reuse
+finished stages, a failing stage is recorded with earlier outputs kept, and low disk is refused up front."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gemma4_saelens_ext.cli import main
+from gemma4_saelens_ext.pipeline.demo import STAGES, DemoConfig, DemoError, _finite_numbers, check_disk, run_demo
+
+QUICK = [
+    "--quick", "--families", "werewolf,slug_snail", "--samples-per-prompt", "2", "--max-prompts", "1",
+    "--max-new-tokens", "17", "--no-progress",
+]  # fmt: skip
+
+
+def _numbers(obj):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
+
+
+def test_demo_end_to_end_and_resume(tmp_path: Path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *QUICK]) == 0
+    stages = json.loads((out / "stages.json").read_text())["stages"]
+    assert [stages[s]["status"] for s in STAGES] == ["done"] * 4
+    assert all(stages[s]["seconds"] >= 0 for s in STAGES)
+    printed = capsys.readouterr().out
+    assert "stage" in printed and "total" in printed  # summary table
+
+    report = json.loads((out / "report" / "report.json").read_text())
+    for fam in ("reconstruction", "dvalues", "probes", "steering", "stability", "top_latents", "portability"):
+        assert fam in report, fam
+    nums = list(_numbers({k: report[k] for k in report if k not in ("settings", "versions")}))
+    assert nums and all(math.isfinite(x) for x in nums), _finite_numbers(report)
+    assert {"d_hist.png", "probes.png", "steering.png", "portability.png"} <= {p.name for p in (out / "report").glob("*.png")}
+    card = (out / "release" / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: saelens" in card
+    from sae_lens import SAE
+
+    assert SAE.load_from_disk(str(out / "sae")).cfg.d_in == 640
+
+    # second run: everything reused, nothing recomputed
+    assert main(["demo", "--out", str(out), *QUICK]) == 0
+    again = json.loads((out / "stages.json").read_text())["stages"]
+    assert [again[s]["status"] for s in STAGES] == ["reused"] * 4
+
+    # a failing stage: recorded with its error, earlier outputs kept, non-zero exit
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copytree(out / "dataset", bad / "dataset")
+    (bad / "stages.json").write_text(json.dumps({"stages": {"dataset": stages["dataset"]}}))
+    assert main(["demo", "--out", str(bad), *QUICK, "--config", str(tmp_path / "missing.yaml")]) == 1
+    rec = json.loads((bad / "stages.json").read_text())["stages"]
+    assert rec["dataset"]["status"] == "reused" and (bad / "dataset" / "manifest.json").exists()
+    assert rec["train"]["status"] == "failed" and "missing.yaml" in rec["train"]["error"]
+    assert "eval" not in rec or rec["eval"]["status"] != "done"
+
+
+def test_disk_space_checked_up_front(tmp_path: Path):
+    assert check_disk(tmp_path / "not" / "yet", 0.0) > 0
+    with pytest.raises(DemoError, match="GB free"):
+        run_demo(DemoConfig(out=str(tmp_path / "d"), min_free_gb=1e9))
+    assert not (tmp_path / "d").exists()
