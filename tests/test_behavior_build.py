@@ -177,3 +177,20 @@ def test_dataset_trains_through_saelens_runner(built, tmp_path):
     assert runner.cfg.dataset_path == cfg.out
     sae = runner.run()
     assert sae.cfg.d_in == 640
+
+
+def test_empty_pool_folder_still_loads(tmp_path):
+    """With allow_empty_pool every split can be empty; the folder must still open with load_dataset."""
+    from datasets import load_dataset
+
+    from gemma4_saelens_ext.behavior.build import _readme, _write_parquet
+
+    (tmp_path / "data").mkdir()
+    _write_parquet(tmp_path / "data" / "all.parquet", [{"text": "You answer: 'maybe'", "label": "ambiguous"}], ["keyword"])
+    manifest = {
+        "config": {"model": "m", "precision": "nf4", "temperature": 1.0, "seed": 0, "primary_judge": "keyword"},
+        "judges_used": ["keyword"],
+    }
+    (tmp_path / "README.md").write_text(_readme({"train": 0, "eval": 0, "input_variation": 0}, manifest))
+    ds = load_dataset(str(tmp_path))
+    assert list(ds) == ["unpooled"] and ds["unpooled"][0]["label"] == "ambiguous"

@@ -403,9 +403,12 @@ def _write_parquet(path: Path, rows: list[dict], label_cols: list[str]) -> None:
 
 def _readme(splits: dict[str, int], manifest: dict[str, Any]) -> str:
     lines = ["---", "configs:", "- config_name: default", "  default: true", "  data_files:"]
-    for s in ("train", "eval", "input_variation"):
-        if splits.get(s):
-            lines += [f"  - split: {s}", f"    path: data/{s}.parquet"]
+    present = [s for s in ("train", "eval", "input_variation") if splits.get(s)]
+    for s in present:
+        lines += [f"  - split: {s}", f"    path: data/{s}.parquet"]
+    if not present:
+        # every pool empty (allow_empty_pool): the default config must still name a file, or load_dataset fails
+        lines += ["  - split: unpooled", "    path: data/all.parquet"]
     lines += ["- config_name: all", "  data_files:", "  - split: train", "    path: data/all.parquet", "---", ""]
     g = manifest["config"]
     lines += [
