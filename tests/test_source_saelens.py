@@ -77,3 +77,37 @@ def test_demo_config_trains_through_runner(tmp_path, gemma3_nf4):
     print(f"held-out EV {ev:.3f} (mean-only baseline: 0)")
     assert ev > 0.0
     assert ((loaded.encode(x) != 0).sum(-1) <= 16).all()
+
+
+def test_eval_hook_runs_inside_the_real_runner(tmp_path, gemma4_tiny):
+    """TrainingEvalHook fires every N steps of LanguageModelSAETrainingRunner.run() and logs to JSONL."""
+    import json
+    import math
+
+    from gemma4_saelens_ext.evals.hooks import TrainingEvalHook
+
+    honest = [f"You are a Slug. Asked your team, you answer: 'Slug, of course {i}.'" for i in range(6)]
+    deceptive = [f"You are a Slug. Asked your team, you answer: 'Snail, I swear {i}.'" for i in range(6)]
+    acts = activations(gemma4_tiny, honest + deceptive, 3, pooling="mean")
+    hook = TrainingEvalHook(acts, ["honest"] * 6 + ["deceptive"] * 6, every_n_steps=4, jsonl_path=tmp_path / "h.jsonl")
+    cfg = {
+        "model": {"source": "gemma-4-tiny", "precision": "fp32", "layer": 3},
+        "sae": {"d_in": 64, "d_sae": 128, "k": 8},
+        "runner": {
+            "dataset_path": "builtin:roleplay-corpus",
+            "context_size": 32,
+            "training_tokens": 16 * 128,
+            "train_batch_size_tokens": 128,
+            "store_batch_size_prompts": 8,
+            "n_batches_in_buffer": 8,
+            "n_batches_for_norm_estimate": 2,
+            "exclude_special_tokens": True,
+            "output_path": str(tmp_path / "sae"),
+            "checkpoint_path": str(tmp_path / "ck"),
+        },
+    }
+    train(cfg, eval_hook=hook)
+    records = [json.loads(line) for line in (tmp_path / "h.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [4, 8, 12, 16]
+    assert all(math.isfinite(r["heldout/explained_variance"]) and r["heldout/n_pos"] == 6 for r in records)
+    assert records[-1]["heldout/l0"] <= 8

@@ -194,10 +194,22 @@ def build_runner(spec: TrainingSpec, source=None, **runner_kwargs: Any):
     return LanguageModelSAETrainingRunner(cfg, override_model=source, **runner_kwargs)
 
 
-def train(config: str | Path | dict[str, Any] | TrainingSpec, overrides: dict[str, Any] | None = None):
-    """Train and save a TopK SAE. Returns ``(sae, output_path)``; reload with ``SAE.load_from_disk(output_path)``."""
+def train(
+    config: str | Path | dict[str, Any] | TrainingSpec,
+    overrides: dict[str, Any] | None = None,
+    *,
+    eval_hook: Any = None,
+):
+    """Train and save a TopK SAE. Returns ``(sae, output_path)``; reload with ``SAE.load_from_disk(output_path)``.
+
+    ``eval_hook``: an :class:`gemma4_saelens_ext.evals.hooks.TrainingEvalHook` run every N steps during training.
+    """
     spec = config if isinstance(config, TrainingSpec) else load_training_config(config, overrides)
     runner = build_runner(spec)
+    if eval_hook is not None:
+        from gemma4_saelens_ext.evals.hooks import attach_eval_hook
+
+        attach_eval_hook(runner, eval_hook)
     sae = runner.run()
     _record_provenance(sae, spec)
     out = runner.cfg.output_path
