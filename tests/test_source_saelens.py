@@ -111,3 +111,14 @@ def test_eval_hook_runs_inside_the_real_runner(tmp_path, gemma4_tiny):
     assert [r["step"] for r in records] == [4, 8, 12, 16]
     assert all(math.isfinite(r["heldout/explained_variance"]) and r["heldout/n_pos"] == 6 for r in records)
     assert records[-1]["heldout/l0"] <= 8
+
+
+def test_configs_resolve_outside_the_checkout(tmp_path, monkeypatch):
+    from gemma4_saelens_ext.evals.suite import load_suite
+
+    monkeypatch.chdir(tmp_path)
+    assert load_training_config("training_configs/demo_gemma3_270m_nf4.yaml").layer == 12
+    assert load_training_config("demo_gemma3_270m_nf4").source == "gemma-3-270m"
+    assert load_suite("evals/demo.yaml").name
+    with pytest.raises(FileNotFoundError, match="training_configs"):
+        load_training_config("no_such_config.yaml")

@@ -117,9 +117,9 @@ def load_training_config(config: str | Path | dict[str, Any], overrides: dict[st
     if isinstance(config, dict):
         raw = copy.deepcopy(config)
     else:
-        path = Path(config)
-        if not path.exists():
-            raise FileNotFoundError(f"Training config {path} does not exist (see training_configs/ for examples).")
+        from gemma4_saelens_ext.paths import resolve_project_file
+
+        path = resolve_project_file(config, "training_configs")
         raw = yaml.safe_load(path.read_text()) or {}
     for k, v in (overrides or {}).items():
         _set_dotted(raw, k, v)

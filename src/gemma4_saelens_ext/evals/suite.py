@@ -178,8 +178,10 @@ def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> S
     if isinstance(path_or_dict, dict):
         data, src = dict(path_or_dict), None
     else:
-        src = str(path_or_dict)
-        data = yaml.safe_load(Path(path_or_dict).read_text()) or {}
+        from gemma4_saelens_ext.paths import resolve_project_file
+
+        src = str(resolve_project_file(path_or_dict, "evals"))
+        data = yaml.safe_load(Path(src).read_text()) or {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     for req in ("name", "sae"):
         if req not in data:

@@ -50,8 +50,10 @@ class DemoConfig:
     layer: int | None = None
     config: str = DEMO_TRAIN_CONFIG
     suite: str = DEMO_SUITE
-    samples_per_prompt: int = 4
-    max_prompts: int | None = 4
+    #: many samples of few prompts: Gemma 3 270M drifts from its role in ~10% of samples, and the same-prompt
+    #: balanced pool needs both classes under one prompt
+    samples_per_prompt: int = 16
+    max_prompts: int | None = 3
     max_new_tokens: int = 24
     families: list[str] = field(default_factory=list)
     training_tokens: int | None = None
