@@ -28,7 +28,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -270,9 +270,20 @@ def _load_model(cfg: BuildConfig) -> tuple[Any, Any]:
     return lm.model, lm.tokenizer
 
 
-def _sample(cfg: BuildConfig, prompts: list[Prompt], ckpt: Path, model: Any, tokenizer: Any) -> tuple[list[dict], int, int]:
+def _sample(
+    cfg: BuildConfig,
+    prompts: list[Prompt],
+    ckpt: Path,
+    model: Any,
+    tokenizer: Any,
+    shard: tuple[int, int] | None = None,
+) -> tuple[list[dict], int, int]:
+    """Generate what ``ckpt`` lacks. ``shard=(rank, world)``: only requests ``rank::world`` (in request order), written
+    to ``ckpt``; completions already in the merged ``completions.jsonl`` beside it count as done."""
     by_id = {p.id: p for p in prompts}
     existing = read_jsonl(ckpt, repair=True)
+    if shard is not None:
+        existing = read_jsonl(ckpt.parent / "completions.jsonl", repair=True) + existing
     records: dict[str, dict[str, Any]] = {}
     dupes = 0
     for r in existing:
@@ -290,6 +301,8 @@ def _sample(cfg: BuildConfig, prompts: list[Prompt], ckpt: Path, model: Any, tok
         log.warning("%s holds %d duplicate keys; keeping the first of each", ckpt, dupes)
     n_resumed = sum(1 for k in records if k.split("#")[0] in by_id)
     reqs = make_requests([(p.id, p.text) for p in prompts], cfg.samples_per_prompt, cfg.seed)
+    if shard is not None:
+        reqs = reqs[shard[0] :: shard[1]]
     todo = [r for r in reqs if r.key not in records]
     if n_resumed:
         log.info("resuming: %d completions already in %s, %d to generate", n_resumed, ckpt, len(todo))
@@ -445,6 +458,57 @@ def format_counts(counts: dict[str, int]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------- main
+def _generate_sharded(cfg: BuildConfig, prompts: list[Prompt], model: Any, tokenizer: Any) -> bool:
+    """Under ``torchrun``: every rank samples its slice ``rank::world`` of the requests into its own checkpoint, then
+    rank 0 merges them into ``raw/completions.jsonl`` and goes on (judges, pools, files) alone. Because every
+    completion has its own seed, the merged completions equal a one-process build's. Returns True on rank 0."""
+    import torch.distributed as dist
+
+    from gemma4_saelens_ext.pipeline.distributed import _barrier, _init_dist
+
+    rank, world, _local, device = _init_dist()
+    try:
+        status: list[Any] = [None]
+        if rank == 0:
+            try:
+                _prepare_out(cfg)
+            except BuildError as e:
+                status[0] = str(e)
+        dist.broadcast_object_list(status, src=0)
+        if status[0]:
+            raise BuildError(status[0])
+        raw = Path(cfg.out) / "raw"
+        # model caches (GGUF conversion, derived checkpoints) are built under a file lock: safe from every rank
+        _sample(cfg, prompts, raw / f"completions.rank{rank}-of-{world}.jsonl", model, tokenizer, shard=(rank, world))
+        _barrier(device)
+        if rank == 0:
+            merge_completion_shards(raw)
+        return rank == 0
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def merge_completion_shards(raw: str | Path) -> int:
+    """Append every ``completions.rank*-of-*.jsonl`` record missing from ``completions.jsonl``, then drop the shard
+    files (a crash in between only leaves duplicates, which resume skips). Returns the number appended."""
+    raw = Path(raw)
+    main = raw / "completions.jsonl"
+    have = {r["key"] for r in read_jsonl(main, repair=True)}
+    added = 0
+    shards = sorted(raw.glob("completions.rank*-of-*.jsonl"))
+    for f in shards:
+        new = [r for r in read_jsonl(f, repair=True) if r["key"] not in have]
+        have.update(r["key"] for r in new)
+        if new:
+            _append_jsonl(main, new)
+            added += len(new)
+    for f in shards:
+        f.unlink()
+    log.info("merged %d rank checkpoints into %s (+%d completions)", len(shards), main, added)
+    return added
+
+
 def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None) -> BuildResult:
     """Run (or resume) a build. ``model``/``tokenizer`` may be passed to reuse a loaded model; otherwise
     ``gemma4_saelens_ext.models.load_model(cfg.model, cfg.precision)`` loads one, only if completions are missing."""
@@ -463,6 +527,11 @@ def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None)
         )
     prompts = _select_prompts(cfg)
     by_id = {p.id: p for p in prompts}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not _generate_sharded(cfg, prompts, model, tokenizer):
+            return None  # type: ignore[return-value]  # ranks > 0: rank 0 writes the dataset
+        cfg = replace(cfg, resume=True, overwrite=False)
+        model = tokenizer = None
     out = _prepare_out(cfg)
     recs, n_gen, n_resumed = _sample(cfg, prompts, out / "raw" / "completions.jsonl", model, tokenizer)
 

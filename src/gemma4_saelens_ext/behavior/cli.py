@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = BuildConfig(**{k: v for k, v in vars(args).items() if k in fields})
     try:
         result = build_dataset(cfg)
+        if result is None:  # a torchrun rank > 0: rank 0 writes the dataset and reports
+            return 0
     except (BuildError, PoolError, ScenarioError, ValueError, FloatingPointError) as e:
         print(f"build-dataset: error: {e}", file=sys.stderr)
         return 2

@@ -76,7 +76,7 @@ def render_markdown(r: dict[str, Any], plots: dict[str, str]) -> str:
     dv = r.get("dvalues")
     if dv:
         L += ["d measurements (Cohen's d honest vs deceptive, pooled SD; null = label permutations)", "",
-              "split | n (H/D) | d_max | 95% CI | chance d_max (mean / 95th pct) | p | count abs(d)>1 | p | verdict",
+              "split | n (H/D) | d_max | 95% CI (top latent) | chance d_max (mean / 95th pct) | p | count abs(d)>1 | p | verdict",
               "---|---|---|---|---|---|---|---|---"]
         for k, v in dv.items():
             L.append(f"{k} | {v['n_pos']}/{v['n_neg']} | {_f(v['d_max'])} | {_ci(v['d_max_ci'])} | "

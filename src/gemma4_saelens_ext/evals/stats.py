@@ -283,10 +283,13 @@ def bootstrap_d(
     threshold: float = 1.0,
     chunk: int = 128,
     dtype: Any = np.float32,
+    latent: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Stratified bootstrap of d_max and the |d| > threshold count (resample each class with replacement, sizes
-    fixed). Note: max over many latents is biased upward under resampling; read the CI as sampling spread of
-    the statistic, and the permutation null as the reference for "is it above chance"."""
+    fixed). The max over thousands of latents is biased upward under resampling (a resample with duplicated rows
+    lets some other latent win), so its percentile interval can sit entirely above the observed d_max. With
+    ``latent`` (the observed top latent) the result also holds ``d_selected``: that latent's |d| in each resample,
+    whose interval describes the reported effect; the permutation null stays the reference for "above chance"."""
     x = _centred(acts, dtype)
     y = np.asarray(y).astype(np.int64)
     n1, n0 = check_binary_labels(y, what="bootstrap_d")
@@ -296,6 +299,7 @@ def bootstrap_d(
     n = len(y)
     dmax = np.empty(n_bootstrap)
     nab = np.empty(n_bootstrap, dtype=np.int64)
+    sel = np.empty(n_bootstrap)
     for lo, hi in _chunks(n_bootstrap, chunk):
         b = hi - lo
         w1 = np.zeros((b, n), dtype=dtype)
@@ -305,7 +309,12 @@ def bootstrap_d(
         a = np.abs(weighted_cohens_d(x, w1, w0, x2=x2))
         dmax[lo:hi] = a.max(1)
         nab[lo:hi] = (a > threshold).sum(1)
-    return {"d_max": dmax, "n_above": nab}
+        if latent is not None:
+            sel[lo:hi] = a[:, latent]
+    out = {"d_max": dmax, "n_above": nab}
+    if latent is not None:
+        out["d_selected"] = sel
+    return out
 
 
 def permutation_p(observed: float, null: np.ndarray, *, alternative: str = "greater") -> float:
@@ -474,7 +483,10 @@ class DValueResult:
     null_d_max_mean: float
     null_d_max_q95: float
     null_n_above_mean: float
+    #: bootstrap 95% CI of the observed top latent's |d|
     d_max_ci: tuple[float, float]
+    #: bootstrap 95% CI of the resampled max over all latents (biased upward; kept for completeness)
+    d_max_resampled_ci: tuple[float, float]
     n_above_ci: tuple[float, float]
     top_latents_p_fwer: list[float]
     n_zero_variance: int
@@ -517,11 +529,12 @@ def dvalue_analysis(
     yb = y.astype(bool)
     pooled_zero = int(((x[yb].std(0) == 0) & (x[~yb].std(0) == 0)).sum())
     null = permutation_null_d(x, y, n_permutations=n_permutations, seed=seed, threshold=threshold)
-    boot = bootstrap_d(x, y, n_bootstrap=n_bootstrap, seed=seed + 1, threshold=threshold)
+    boot = bootstrap_d(x, y, n_bootstrap=n_bootstrap, seed=seed + 1, threshold=threshold, latent=summ["d_max_latent"])
     p_dmax = permutation_p(summ["d_max"], null["d_max"])
     p_nab = permutation_p(summ["n_above"], null["n_above"])
     q95 = float(np.quantile(null["d_max"], 0.95))
-    ci = percentile_ci(boot["d_max"])
+    ci = percentile_ci(boot["d_selected"])  # the top latent's |d| (see bootstrap_d on why not the resampled max)
+    ci_dmax_resampled = percentile_ci(boot["d_max"])
     ci_nab = percentile_ci(boot["n_above"])
     fwer = [permutation_p(abs(v), null["d_max"]) for v in summ["top_d"]]
     return DValueResult(
@@ -540,6 +553,7 @@ def dvalue_analysis(
         null_d_max_q95=q95,
         null_n_above_mean=float(null["n_above"].mean()),
         d_max_ci=ci,
+        d_max_resampled_ci=ci_dmax_resampled,
         n_above_ci=ci_nab,
         top_latents_p_fwer=fwer,
         n_zero_variance=pooled_zero,

@@ -199,7 +199,9 @@ def _suite_overrides(cfg: DemoConfig, d: Path) -> tuple[Any, str]:
     from gemma4_saelens_ext.evals.suite import load_suite
 
     suite = load_suite(cfg.suite, sae={"path": str(d / "sae")}, output_dir=str(d / "report"))
+    suite.name = f"demo-{cfg.model}-{cfg.precision}"
     suite.model.source = cfg.model
+    suite.model.precision = cfg.precision  # evaluate at the precision the SAE was trained at
     suite.model.layer = None  # the trained SAE's hook
     suite.portability.training_precision = cfg.precision
     min_n = max(suite.stats.min_class_size, suite.probes.n_splits)
