@@ -178,3 +178,15 @@ def test_d_max_ci_brackets_the_reported_effect_under_the_null():
         r = S.dvalue_analysis(x, y, n_permutations=100, n_bootstrap=200, seed=rep)
         assert r.d_max_ci[0] <= r.d_max <= r.d_max_ci[1]
         assert r.d_max_resampled_ci[0] > r.d_max_ci[0]  # the biased interval, kept for completeness
+
+
+def test_steering_scales_against_direct_computation():
+    from gemma4_saelens_ext.evals.steering import steering_scale
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8)) * np.array([100.0, 1, 1, 1, 1, 1, 1, 1])  # one outlier dimension, as in Gemma
+    u = np.eye(8)[3]
+    assert steering_scale(x, u, "residual_norm") == pytest.approx(np.mean([np.linalg.norm(r) for r in x]))
+    assert steering_scale(x, u, "projection_std") == pytest.approx(np.std(x[:, 3]))
+    with pytest.raises(ValueError, match="projection_std"):
+        steering_scale(x, u, "bogus")

@@ -26,3 +26,21 @@ def test_int8_and_bf16_compute():
 def test_unknown_precision_lists_valid_ones():
     with pytest.raises(ValueError, match="Valid precisions: nf4, nf4-bf16, int8, fp16, bf16, fp32"):
         get_precision("fp8")
+
+
+def test_missing_bitsandbytes_names_the_fix():
+    """A real interpreter where bitsandbytes cannot be imported (blocked in sys.modules, as if not installed)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['bitsandbytes'] = None\n"
+        "from gemma4_saelens_ext.precision import from_pretrained_kwargs\n"
+        "assert from_pretrained_kwargs('bf16')\n"
+        "try:\n"
+        "    from_pretrained_kwargs('nf4')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install bitsandbytes" in out and "fp16, bf16, fp32" in out

@@ -6,9 +6,11 @@ split); ``u = normalize(sum_i w_i * W_dec[i])`` with ``w_i = d_i`` (``weighting=
 count more and deceptive-leaning latents enter with a minus sign), ``sign(d_i)`` (``"sign"``) or 1
 (``"uniform"``). ``alpha > 0`` pushes toward the honest side.
 
-Scale (documented choice): ``scale`` = mean L2 norm of layer L's residual over the eval texts (completion
-tokens), so ``alpha = 1`` adds a vector as long as a typical residual; the sweep default is
--2, -1, -0.5, 0, 0.5, 1, 2.
+Scale (documented choice, :func:`steering_scale`): ``"residual_norm"`` (default) = mean L2 norm of layer L's
+residual over the eval texts (completion tokens), so ``alpha = 1`` adds a vector as long as a typical residual;
+``"projection_std"`` = standard deviation of the residuals' projection on ``u``, so ``alpha = 1`` moves a sample by
+one natural spread along the direction (Gemma's residual norm is dominated by a few outlier dimensions, and a
+residual-norm push makes a small model's completions incoherent). The sweep default is -2, -1, -0.5, 0, 0.5, 1, 2.
 
 Honest rate = honest / (honest + deceptive) among the judge's decisive labels (ambiguous rate reported beside).
 Each alpha reuses the same sampling seed per batch, so alpha = 0 reproduces unsteered generation exactly.
@@ -69,6 +71,16 @@ def mean_difference_direction(acts: np.ndarray, y: np.ndarray) -> np.ndarray:
     S.check_binary_labels(y.astype(int), what="mean-difference direction", min_per_class=1)
     a = np.asarray(acts, dtype=np.float64)
     return a[y].mean(0) - a[~y].mean(0)
+
+
+def steering_scale(acts: Any, u: Any, kind: str = "residual_norm") -> float:
+    """Length of ``alpha = 1`` (see module docstring)."""
+    x = np.asarray(acts, dtype=np.float64)
+    if kind == "residual_norm":
+        return float(np.linalg.norm(x, axis=1).mean())
+    if kind == "projection_std":
+        return float((x @ np.asarray(u, dtype=np.float64).ravel()).std())
+    raise ValueError(f"Unknown steering scale {kind!r}; use residual_norm or projection_std.")
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -96,6 +96,10 @@ class SteeringSpec:
     temperature: float = 1.0
     n_prompts: int = 32
     judge: str = "keyword"
+    #: "residual_norm": alpha = 1 adds a vector as long as the mean residual; "projection_std": alpha = 1 adds one
+    #: standard deviation of the residuals' projection on the direction (gentler where a few outlier dimensions
+    #: dominate the residual norm, as in Gemma)
+    scale: str = "residual_norm"
 
 
 @dataclass
@@ -282,7 +286,14 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
     from gemma4_saelens_ext.evals.reconstruction import lm_loss_with_sae, reconstruction_metrics
     from gemma4_saelens_ext.evals.saeio import check_sae_matches, decoder_rows, encode_decode, load_sae, random_sae_like, sae_layer
     from gemma4_saelens_ext.evals.stability import stability_report
-    from gemma4_saelens_ext.evals.steering import cosine, decoded_direction, make_judge, mean_difference_direction, run_steering
+    from gemma4_saelens_ext.evals.steering import (
+        cosine,
+        decoded_direction,
+        make_judge,
+        mean_difference_direction,
+        run_steering,
+        steering_scale,
+    )
     from gemma4_saelens_ext.evals.top_latents import top_examples
     from gemma4_saelens_ext.models import load_model
 
@@ -437,7 +448,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
         order = np.argsort(-np.abs(d_train))[: cfg.steering.top_n]
         u = decoded_direction(decoder_rows(sae, list(order)), d_train[order], weighting=cfg.steering.weighting)
         md = mean_difference_direction(acts[cfg.dataset.train_split], y_tr)
-        scale = float(np.linalg.norm(acts[cfg.dataset.eval_split], axis=1).mean())
+        scale = steering_scale(acts[cfg.dataset.eval_split], u, cfg.steering.scale)
         seen, prompts = set(), []
         for r in ev_rows:
             if r["prompt_id"] not in seen:
@@ -450,7 +461,9 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
                             n_bootstrap=st.n_bootstrap)
         sres.update({"top_latents": [int(i) for i in order], "weighting": cfg.steering.weighting,
                      "cosine_decoded_vs_mean_diff": cosine(u, md), "scale_definition":
-                     f"mean L2 norm of layer-{layer} {cfg.pooling}-pooled residuals on the eval split"})
+                     (f"mean L2 norm of layer-{layer} {cfg.pooling}-pooled residuals on the eval split"
+                      if cfg.steering.scale == "residual_norm" else
+                      f"std of layer-{layer} {cfg.pooling}-pooled eval residuals projected on the direction")})
         report["steering"] = sres
         report["timings_s"]["steering"] = time.time() - t
 
