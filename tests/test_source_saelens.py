@@ -5,7 +5,6 @@ import torch
 from sae_lens import SAE
 
 from conftest import TEXTS
-from gemma4_saelens_ext.models import load_model
 from gemma4_saelens_ext.source import Gemma4ActivationSource, activations
 from gemma4_saelens_ext.training import load_training_config, train
 

@@ -464,7 +464,8 @@ def _generate_sharded(cfg: BuildConfig, prompts: list[Prompt], model: Any, token
     completion has its own seed, the merged completions equal a one-process build's. Returns True on rank 0."""
     import torch.distributed as dist
 
-    from gemma4_saelens_ext.pipeline.distributed import _barrier, _init_dist
+    from gemma4_saelens_ext.dist import barrier as _barrier
+    from gemma4_saelens_ext.dist import init_distributed as _init_dist
 
     rank, world, _local, device = _init_dist()
     try:

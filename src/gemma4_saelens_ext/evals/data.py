@@ -11,7 +11,6 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 logger = logging.getLogger(__name__)
 

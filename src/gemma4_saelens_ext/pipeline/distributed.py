@@ -26,7 +26,6 @@ indices, shards only). Metadata: model, precision, layer, pooling, n_texts, worl
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
@@ -40,6 +39,9 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from gemma4_saelens_ext.dist import barrier as _barrier
+from gemma4_saelens_ext.dist import init_distributed as _init_dist
 
 logger = logging.getLogger(__name__)
 
@@ -246,32 +248,6 @@ def merge_shards(out: str | Path, world_size: int, n_texts: int, *, keep_shards:
 
 
 # ------------------------------------------------------------------------------------------------------------- driver
-def _init_dist() -> tuple[int, int, int, str]:
-    """(rank, world_size, local_rank, device). Initializes the process group when launched by torchrun."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available()
-    device = f"cuda:{local}" if use_cuda else "cpu"
-    if use_cuda:
-        torch.cuda.set_device(local)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=60))
-    return rank, world, local, device
-
-
-def _barrier(device: str) -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        if device.startswith("cuda"):
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
-
-
 def run_extract(
     texts: Sequence[str], out: str | Path, spec: ExtractSpec, *, keep_shards: bool = False, progress: bool = True
 ) -> Path | None:
