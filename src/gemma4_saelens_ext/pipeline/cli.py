@@ -7,29 +7,31 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> None:
-    from gemma4_saelens_ext.pipeline.demo import DEMO_SUITE, DEMO_TRAIN_CONFIG
+    from gemma4_saelens_ext.pipeline.demo import DemoConfig
     from gemma4_saelens_ext.pipeline.distributed import add_extract_args, cmd_extract
+
+    d = DemoConfig()  # one source of truth for the defaults
 
     p = subparsers.add_parser(
         "demo",
         help="behavior dataset -> SAE -> eval report -> model card, in one folder (resumable)",
         description="Runs the four stages into --out; finished stages are reused unless --fresh.",
     )
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--model", default="gemma-3-270m", help="embedded name, local dir or Hub id (google/gemma-4-E2B)")
-    p.add_argument("--precision", default="nf4")
+    p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
+    p.add_argument("--model", default=d.model, help="embedded name, local dir or Hub id (google/gemma-4-E2B)")
+    p.add_argument("--precision", default=d.precision)
     p.add_argument("--layer", type=int, default=None, help="SAE layer (default: the training config's)")
-    p.add_argument("--config", default=DEMO_TRAIN_CONFIG, help=f"training config (default {DEMO_TRAIN_CONFIG})")
-    p.add_argument("--suite", default=DEMO_SUITE, help=f"eval suite (default {DEMO_SUITE})")
-    p.add_argument("--samples-per-prompt", type=int, default=16)
-    p.add_argument("--max-prompts", type=int, default=3, help="prompts per scenario family (0 = all)")
-    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--config", default=d.config, help=f"training config (default {d.config})")
+    p.add_argument("--suite", default=d.suite, help=f"eval suite (default {d.suite})")
+    p.add_argument("--samples-per-prompt", type=int, default=d.samples_per_prompt)
+    p.add_argument("--max-prompts", type=int, default=d.max_prompts or 0, help="prompts per scenario family (0 = all)")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     p.add_argument("--families", default="", help="comma list of scenario families (default: all built-in)")
     p.add_argument("--training-tokens", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--quick", action="store_true", help="tiny budgets everywhere (smoke test, CI)")
     p.add_argument("--fresh", action="store_true", help="redo every stage")
-    p.add_argument("--min-free-gb", type=float, default=2.0, help="refuse to start below this free disk space")
+    p.add_argument("--min-free-gb", type=float, default=d.min_free_gb, help="refuse to start below this free disk space")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_demo)
 
