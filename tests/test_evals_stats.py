@@ -190,3 +190,10 @@ def test_steering_scales_against_direct_computation():
     assert steering_scale(x, u, "projection_std") == pytest.approx(np.std(x[:, 3]))
     with pytest.raises(ValueError, match="projection_std"):
         steering_scale(x, u, "bogus")
+
+
+def test_unknown_steering_scale_is_refused_when_the_suite_loads():
+    from gemma4_saelens_ext.evals.suite import load_suite
+
+    with pytest.raises(ValueError, match="Unknown steering scale 'huge'"):
+        load_suite("evals/demo.yaml", steering={"scale": "huge"})

@@ -73,14 +73,25 @@ def mean_difference_direction(acts: np.ndarray, y: np.ndarray) -> np.ndarray:
     return a[y].mean(0) - a[~y].mean(0)
 
 
+#: steering scale kinds -> what ``alpha = 1`` means (written into the report)
+SCALE_DEFINITIONS = {
+    "residual_norm": "mean L2 norm of the pooled residuals",
+    "projection_std": "std of the pooled residuals projected on the direction",
+}
+
+
+def check_scale_kind(kind: str) -> None:
+    if kind not in SCALE_DEFINITIONS:
+        raise ValueError(f"Unknown steering scale {kind!r}; use one of {', '.join(SCALE_DEFINITIONS)}.")
+
+
 def steering_scale(acts: Any, u: Any, kind: str = "residual_norm") -> float:
     """Length of ``alpha = 1`` (see module docstring)."""
+    check_scale_kind(kind)
     x = np.asarray(acts, dtype=np.float64)
     if kind == "residual_norm":
         return float(np.linalg.norm(x, axis=1).mean())
-    if kind == "projection_std":
-        return float((x @ np.asarray(u, dtype=np.float64).ravel()).std())
-    raise ValueError(f"Unknown steering scale {kind!r}; use residual_norm or projection_std.")
+    return float((x @ np.asarray(u, dtype=np.float64).ravel()).std())
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -177,6 +177,7 @@ _SUBSPECS: dict[str, type] = {
 
 def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> SuiteConfig:
     """Parse and validate a suite (no model or data loads). ``overrides`` replace top-level keys."""
+    from gemma4_saelens_ext.evals.steering import check_scale_kind
     from gemma4_saelens_ext.precision import get_precision
 
     if isinstance(path_or_dict, dict):
@@ -197,6 +198,7 @@ def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> S
     if cfg.pooling not in ("last", "mean", "max"):
         raise ValueError(f"suite.pooling must be last, mean or max, got {cfg.pooling!r}")
     get_precision(cfg.model.precision)
+    check_scale_kind(cfg.steering.scale)
     for p in cfg.portability.precisions:
         get_precision(p)
     if cfg.dataset.path is None and not cfg.dataset.scripted_families:
@@ -291,6 +293,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
         decoded_direction,
         make_judge,
         mean_difference_direction,
+        SCALE_DEFINITIONS,
         run_steering,
         steering_scale,
     )
@@ -461,9 +464,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
                             n_bootstrap=st.n_bootstrap)
         sres.update({"top_latents": [int(i) for i in order], "weighting": cfg.steering.weighting,
                      "cosine_decoded_vs_mean_diff": cosine(u, md), "scale_definition":
-                     (f"mean L2 norm of layer-{layer} {cfg.pooling}-pooled residuals on the eval split"
-                      if cfg.steering.scale == "residual_norm" else
-                      f"std of layer-{layer} {cfg.pooling}-pooled eval residuals projected on the direction")})
+                     f"{SCALE_DEFINITIONS[cfg.steering.scale]} (layer {layer}, {cfg.pooling} pooling, eval split)"})
         report["steering"] = sres
         report["timings_s"]["steering"] = time.time() - t
 
