@@ -138,7 +138,7 @@ def test_b_dec_default_follows_key_convention(tmp_path, weights, layout, expecte
 
 def test_cfg_aliases_nested_wrapper_prefix_and_safetensors(tmp_path, weights):
     sd = {f"module.{k}": v for k, v in _layout(weights, "linear").items()}
-    cfg = {"config": {"d_model": D_IN, "n_features": D_SAE, "top_k": K, "subtract_b_dec": True}, "layer": 25}
+    cfg = {"config": {"d_model": D_IN, "num_latents": D_SAE, "top_k": K, "subtract_b_dec": True}, "layer": 25}
     path = _write(tmp_path / "a", {"state_dict": sd, "step": 100}, cfg)
     sae = load_upstream_sae(path)
     assert sae.cfg.apply_b_dec_to_input is True and sae.cfg.metadata.layer == 25

@@ -25,7 +25,7 @@ __all__ = ["add_parser", "run_export", "run_releases"]
 def add_parser(subparsers: Any) -> None:
     """Register ``export`` and ``releases`` on an ``argparse`` subparsers object."""
     from gemma4_saelens_ext.precision import PRECISIONS
-    from gemma4_saelens_ext.releases.convert import UPSTREAM_LAYOUTS
+    from gemma4_saelens_ext.releases.to_upstream import UPSTREAM_LAYOUTS
 
     p = subparsers.add_parser(
         "export",

@@ -19,10 +19,12 @@ The TopK forward both sides compute (the definition the tests check against)::
     z     = relu(pre) kept at the k largest entries of pre, 0 elsewhere
     x_hat = z @ W_dec + b_dec                                 # [.., d_in]
 
-Whether ``b_dec`` is subtracted from the input is read from ``cfg.json`` (``apply_b_dec_to_input`` or an
-alias such as ``subtract_b_dec``/``pre_encoder_bias``). If ``cfg.json`` does not say, the default follows the
-naming family (SAELens names: subtract, as SAELens does; ``nn.Linear`` names: do not, as a plain Linear stack
-does not) and a warning names the choice; override it per SAE with ``SAESpec(apply_b_dec_to_input=...)``.
+The weights may sit anywhere in the file (a trainer checkpoint nests them under ``sae_state_dict`` beside the
+optimizer state and a ``config`` dict): :mod:`.checkpoint` finds them. ``d_in``, ``d_sae``, ``k`` and the
+``b_dec`` flag come from ``cfg.json``, and from the checkpoint's embedded ``config`` for whatever ``cfg.json``
+lacks (or when there is no ``cfg.json`` at all). Whether ``b_dec`` is subtracted from the input is decided by
+:func:`.convention.decide_encode_convention` (override > cfg.json > checkpoint config > the author's convention
+for ``Solshine/gemma4_*behaviorSAE*`` > key names) and recorded in ``sae.cfg.metadata``.
 
 Files are read with ``torch.load(weights_only=True)`` (or safetensors): a checkpoint that needs Python code
 to be unpickled is refused, never executed.
@@ -32,12 +34,21 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from gemma4_saelens_ext.releases.checkpoint import (
+    WEIGHT_ALIASES,
+    CheckpointError,
+    UnsafeCheckpointError,
+    load_state_dict_file,
+    read_checkpoint,
+    strip_prefix,
+)
+from gemma4_saelens_ext.releases.convention import EncodeConvention, decide_encode_convention
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +63,7 @@ __all__ = [
     "convert_state_dict",
     "convert_upstream_checkpoint",
     "load_upstream_sae",
-    "saelens_to_upstream",
-    "UPSTREAM_LAYOUTS",
 ]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or its ``cfg.json`` cannot be converted (corrupt, unknown layout, wrong shapes)."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The checkpoint holds pickled Python objects/code; it is refused instead of being unpickled."""
 
 
 class MissingConfigError(CheckpointError, FileNotFoundError):
@@ -72,9 +73,13 @@ class MissingConfigError(CheckpointError, FileNotFoundError):
 # ----------------------------------------------------------------------------------------------------------
 # cfg.json
 # ----------------------------------------------------------------------------------------------------------
-_D_IN_KEYS = ("d_in", "d_model", "input_dim", "d_input", "n_inputs", "activation_dim")
-_D_SAE_KEYS = ("d_sae", "n_features", "num_features", "n_latents", "num_latents", "dict_size", "d_hidden", "hidden_dim")
-_K_KEYS = ("k", "top_k", "topk", "k_sparse")
+# names real SAE configs use: SAELens and nanochat-SAE (d_in, d_sae, k), the author's BioRefusalAudit card
+# (d_model), EleutherAI sparsify (num_latents), dictionary_learning (activation_dim, dict_size), OpenAI's
+# sparse_autoencoder (n_inputs, n_latents)
+_D_IN_KEYS = ("d_in", "d_model", "activation_dim", "n_inputs")
+_D_SAE_KEYS = ("d_sae", "num_latents", "n_latents", "dict_size")
+_K_KEYS = ("k", "top_k")
+# a wrong b_dec convention silently corrupts every latent, so every spelling seen for the flag is read
 _B_DEC_KEYS = (
     "apply_b_dec_to_input",
     "subtract_b_dec",
@@ -93,8 +98,14 @@ def _flatten_cfg(raw: dict[str, Any]) -> dict[str, Any]:
     for key in _NESTED_CFG_KEYS:
         if isinstance(raw.get(key), dict):
             flat.update(raw[key])
-    flat.update({k: v for k, v in raw.items() if not isinstance(v, dict)})
+    flat.update({k: v for k, v in raw.items() if not (k in _NESTED_CFG_KEYS and isinstance(v, dict))})
     return flat
+
+
+def b_dec_flag(raw: dict[str, Any]) -> bool | None:
+    """The ``b_dec``-subtraction flag of a config dict (any alias, nested blocks too), or None if it is silent."""
+    key, val = _first(_flatten_cfg(raw), _B_DEC_KEYS)
+    return None if key is None else bool(val)
 
 
 def _first(cfg: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | tuple[None, None]:
@@ -158,13 +169,11 @@ class UpstreamConfig:
         )
 
 
-def read_upstream_config(path: str | Path) -> UpstreamConfig:
-    """Read and validate an upstream ``cfg.json``; a missing file raises :class:`MissingConfigError`."""
-    path = Path(path)
+def _read_cfg_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingConfigError(
             f"cfg.json not found at {path}. An upstream SAE checkpoint needs its cfg.json (with d_in, d_sae and k) "
-            "in the same folder; download it together with the weights."
+            "in the same folder, unless the checkpoint embeds a config with them; download it with the weights."
         )
     try:
         raw = json.loads(path.read_text())
@@ -172,14 +181,14 @@ def read_upstream_config(path: str | Path) -> UpstreamConfig:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path} must hold a JSON object, got {type(raw).__name__}")
-    return UpstreamConfig.from_dict(raw, source=str(path))
+    return raw
 
 
-# ----------------------------------------------------------------------------------------------------------
-# state-dict files
-# ----------------------------------------------------------------------------------------------------------
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "sae_state_dict", "sae", "model", "weights")
-_STRIP_PREFIXES = ("module.", "_orig_mod.", "sae.", "model.")
+def read_upstream_config(path: str | Path) -> UpstreamConfig:
+    """Read and validate an upstream ``cfg.json``; a missing file raises :class:`MissingConfigError`."""
+    return UpstreamConfig.from_dict(_read_cfg_json(Path(path)), source=str(path))
+
+
 #: training-time buffers some trainers save next to the weights; they do not affect the forward pass.
 _IGNORED_TENSORS = frozenset(
     {
@@ -194,72 +203,9 @@ _IGNORED_TENSORS = frozenset(
 )
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state dict from ``.pt``/``.pth``/``.bin`` (``weights_only=True``) or ``.safetensors``.
-
-    Nested ``{"state_dict": {...}}``-style wrappers are unwrapped; non-tensor entries are dropped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SAE weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from e
-    with path.open("rb") as fh:
-        head = fh.read(4)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError/RuntimeError/EOFError/... for bad files
-        msg = str(e)
-        globals_found = re.findall(r"GLOBAL ([\w.]+)", msg)
-        if globals_found or (head[:1] == b"\x80" and "Weights only load failed" in msg and head[:2] != b"\x80\x02"):
-            what = f" (it references {', '.join(sorted(set(globals_found)))})" if globals_found else ""
-            raise UnsafeCheckpointError(
-                f"Refusing to load {path}: it contains pickled Python objects{what}, and loading it would run code. "
-                "Only plain state dicts of tensors are accepted (torch.load(..., weights_only=True)). If you trust "
-                "the file, re-save its weights with torch.save(module.state_dict(), path) or as safetensors."
-            ) from e
-        raise CheckpointError(
-            f"{path} could not be read as a torch checkpoint (corrupt or truncated file?): "
-            f"{type(e).__name__}: {msg.splitlines()[0] if msg else ''}"
-        ) from e
-    return _unwrap(obj, path)
-
-
-def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, torch.Tensor) or not isinstance(obj, dict):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors (a state dict)")
-    for _ in range(3):
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors:
-            break
-        inner = [obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)]
-        if len(inner) != 1:
-            break
-        obj = inner[0]
-    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise CheckpointError(f"{path} holds no tensors; keys found: {sorted(map(str, obj))}")
-    dropped = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
-    if dropped:
-        logger.debug("ignoring non-tensor entries of %s: %s", path, dropped)
-    return tensors
-
-
 # ----------------------------------------------------------------------------------------------------------
 # layout detection
 # ----------------------------------------------------------------------------------------------------------
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "W_enc": ("W_enc", "encoder.weight", "enc.weight"),
-    "W_dec": ("W_dec", "decoder.weight", "dec.weight"),
-    "b_enc": ("b_enc", "encoder.bias", "enc.bias"),
-    "b_dec": ("b_dec", "decoder.bias", "dec.bias", "b_pre", "pre_bias"),
-}
 #: per SAELens parameter: the orientation its stored shape has in SAELens ("in_out") vs nn.Linear ("out_in").
 _SAELENS_SHAPE = {"W_enc": ("d_in", "d_sae"), "W_dec": ("d_sae", "d_in")}
 
@@ -272,37 +218,27 @@ class ConvertedSAE:
     state_dict: dict[str, torch.Tensor]
     #: e.g. ``{"W_enc": "encoder.weight (transposed)", "b_dec": "decoder.bias", ...}``
     layout: dict[str, str]
-
-
-def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    known = {a for names in _ALIASES.values() for a in names}
-    for prefix in _STRIP_PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd) and not (set(sd) & known):
-            stripped = {k[len(prefix) :]: v for k, v in sd.items()}
-            if set(stripped) & known:
-                return stripped
-    return sd
+    convention: EncodeConvention | None = None
 
 
 def convert_state_dict(
     state_dict: dict[str, torch.Tensor],
     cfg: UpstreamConfig,
     *,
-    apply_b_dec_to_input: bool | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     source: str = "checkpoint",
-) -> tuple[dict[str, torch.Tensor], dict[str, str], bool]:
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Map an upstream state dict onto SAELens's ``W_enc [d_in,d_sae]``, ``W_dec [d_sae,d_in]``, ``b_enc``, ``b_dec``.
 
-    Returns ``(state_dict, layout, apply_b_dec_to_input)``; raises :class:`CheckpointError` listing the keys
+    Returns ``(state_dict, layout)``; raises :class:`CheckpointError` listing the keys
     found when the layout is not recognised or shapes disagree with ``cfg``.
     """
-    sd = _strip_prefix(dict(state_dict))
+    sd = strip_prefix(dict(state_dict))
     found = sorted(f"{k}{tuple(v.shape)}" for k, v in sd.items())
     dims = {"d_in": cfg.d_in, "d_sae": cfg.d_sae}
     picked: dict[str, str] = {}
-    for target, aliases in _ALIASES.items():
+    for target, aliases in WEIGHT_ALIASES.items():
         present = [a for a in aliases if a in sd]
         if len(present) > 1:
             raise CheckpointError(
@@ -362,22 +298,11 @@ def convert_state_dict(
             raise CheckpointError(f"{source}: {layout[name]} contains NaN or inf values (corrupt checkpoint?)")
     out = {k: v.detach().to(device=device, dtype=dtype).contiguous().clone() for k, v in out.items()}
 
-    if apply_b_dec_to_input is None:
-        apply_b_dec_to_input = cfg.apply_b_dec_to_input
-    if apply_b_dec_to_input is None:
-        apply_b_dec_to_input = not picked["W_enc"].endswith(".weight")
-        logger.warning(
-            "%s: cfg.json does not say whether b_dec is subtracted from the input; using %s (the convention of "
-            "%s-style keys). Pass apply_b_dec_to_input=... to override.",
-            source,
-            apply_b_dec_to_input,
-            "SAELens" if apply_b_dec_to_input else "nn.Linear",
-        )
-    return out, layout, bool(apply_b_dec_to_input)
+    return out, layout
 
 
 def _saelens_cfg_dict(
-    cfg: UpstreamConfig, apply_b_dec_to_input: bool, dtype: str, device: str, metadata: dict[str, Any]
+    cfg: UpstreamConfig, convention: EncodeConvention, dtype: str, device: str, metadata: dict[str, Any]
 ) -> dict[str, Any]:
     from sae_lens import __version__ as sae_lens_version
 
@@ -395,7 +320,7 @@ def _saelens_cfg_dict(
         "k": cfg.k,
         "dtype": dtype,
         "device": device,
-        "apply_b_dec_to_input": apply_b_dec_to_input,
+        "apply_b_dec_to_input": convention.apply_b_dec_to_input,
         "normalize_activations": "none",
         "reshape_activations": "none",
         "rescale_acts_by_decoder_norm": False,
@@ -412,25 +337,45 @@ def convert_upstream_checkpoint(
     device: str = "cpu",
     dtype: str = "float32",
 ) -> ConvertedSAE:
-    """Read ``weights_path`` + ``cfg.json`` (default: next to the weights) and return SAELens cfg/state dicts."""
+    """Read ``weights_path`` + ``cfg.json`` (default: next to the weights) and return SAELens cfg/state dicts.
+
+    ``cfg.json`` may be absent when the checkpoint embeds a ``config`` with ``d_in``, ``d_sae`` and ``k``.
+    ``metadata`` (``repo_id``, ``release``, ...) is copied into the SAE's metadata; its ``repo_id``/``release`` and
+    the file name select the author's encode convention (see :mod:`.convention`); ``apply_b_dec_to_input`` overrides.
+    """
     weights_path = Path(weights_path)
     cfg_path = Path(cfg_path) if cfg_path is not None else weights_path.with_name("cfg.json")
-    cfg = read_upstream_config(cfg_path)
-    raw_sd = load_state_dict_file(weights_path)
+    ckpt = read_checkpoint(weights_path)
+    if cfg_path.is_file() or not ckpt.config:
+        cfg_raw = _read_cfg_json(cfg_path)
+        source = f"{cfg_path} + config embedded in {weights_path}" if ckpt.config else str(cfg_path)
+    else:
+        cfg_raw, source = {}, f"config embedded in {weights_path} (no cfg.json)"
+        logger.info("%s: no cfg.json at %s; using the config embedded in the checkpoint", weights_path, cfg_path)
+    cfg = UpstreamConfig.from_dict({**_flatten_cfg(ckpt.config), **_flatten_cfg(cfg_raw)}, source=source)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    sd, layout, apply = convert_state_dict(
-        raw_sd,
-        cfg,
-        apply_b_dec_to_input=apply_b_dec_to_input,
-        dtype=torch_dtype,
-        device=device,
+    where = f"{weights_path}[{ckpt.where}]" if ckpt.where else str(weights_path)
+    sd, layout = convert_state_dict(ckpt.tensors, cfg, dtype=torch_dtype, device=device, source=where)
+    meta = dict(metadata or {})
+    convention = decide_encode_convention(
+        override=apply_b_dec_to_input,
+        cfg_json_flag=b_dec_flag(cfg_raw),
+        embedded_flag=b_dec_flag(ckpt.config),
+        repo=meta.get("repo_id") or weights_path.stem,
+        release=meta.get("release"),
+        saelens_key_names=not layout["W_enc"].split(" ")[0].endswith(".weight"),
         source=str(weights_path),
     )
-    meta = dict(metadata or {})
     meta.setdefault("source_layout", layout)
-    cfg_dict = _saelens_cfg_dict(cfg, apply, str(dtype).replace("torch.", ""), device, meta)
-    logger.info("converted %s (%s) to a SAELens TopK SAE d_in=%d d_sae=%d k=%d", weights_path, layout, cfg.d_in, cfg.d_sae, cfg.k)
-    return ConvertedSAE(cfg_dict=cfg_dict, state_dict=sd, layout=layout)
+    if ckpt.where:
+        meta.setdefault("source_weights_key", ckpt.where)
+    meta.update(convention.metadata())
+    cfg_dict = _saelens_cfg_dict(cfg, convention, str(dtype).replace("torch.", ""), device, meta)
+    logger.info(
+        "converted %s (%s) to a SAELens TopK SAE d_in=%d d_sae=%d k=%d, %s (%s)",
+        where, layout, cfg.d_in, cfg.d_sae, cfg.k, convention.name, convention.source,
+    )
+    return ConvertedSAE(cfg_dict=cfg_dict, state_dict=sd, layout=layout, convention=convention)
 
 
 def load_upstream_sae(
@@ -451,61 +396,3 @@ def load_upstream_sae(
     sae = SAE.from_dict(conv.cfg_dict)
     sae.load_state_dict(conv.state_dict)
     return sae.to(device)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# SAELens -> upstream (used by export)
-# ----------------------------------------------------------------------------------------------------------
-#: ``"linear"``: nn.Linear keys/orientation (encoder.weight [d_sae,d_in], decoder.weight [d_in,d_sae]);
-#: ``"saelens"``: W_enc [d_in,d_sae], W_dec [d_sae,d_in], b_enc, b_dec.
-UPSTREAM_LAYOUTS = ("linear", "saelens")
-
-
-@torch.no_grad()
-def saelens_to_upstream(sae: Any, layout: str = "linear") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Turn an inference SAELens ``TopKSAE`` into an upstream ``(state_dict, cfg.json dict)``.
-
-    ``rescale_acts_by_decoder_norm`` is folded into the weights (the upstream forward has no such option),
-    which leaves the forward pass unchanged. Normalised-input SAEs and non-TopK architectures are refused.
-    """
-    if layout not in UPSTREAM_LAYOUTS:
-        raise ValueError(f"unknown upstream layout {layout!r}; choose one of {UPSTREAM_LAYOUTS}")
-    arch = sae.cfg.architecture()
-    if arch != "topk":
-        raise ValueError(f"the upstream layout only holds TopK SAEs; this SAE is {arch!r} (export it in SAELens format)")
-    if sae.cfg.normalize_activations != "none":
-        raise ValueError(
-            f"normalize_activations={sae.cfg.normalize_activations!r} cannot be expressed in the upstream layout"
-        )
-    W_enc = sae.W_enc.detach().float().cpu().clone()
-    W_dec = sae.W_dec.detach().float().cpu().clone()
-    b_enc = sae.b_enc.detach().float().cpu().clone()
-    b_dec = sae.b_dec.detach().float().cpu().clone()
-    if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
-        norms = W_dec.norm(dim=-1).clamp(min=1e-8)
-        W_enc *= norms[None, :]
-        b_enc *= norms
-        W_dec /= norms[:, None]
-    if layout == "linear":
-        sd = {
-            "encoder.weight": W_enc.T.contiguous(),
-            "encoder.bias": b_enc,
-            "decoder.weight": W_dec.T.contiguous(),
-            "decoder.bias": b_dec,
-        }
-    else:
-        sd = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}
-    meta = sae.cfg.metadata
-    cfg = {
-        "architecture": "topk",
-        "d_in": int(sae.cfg.d_in),
-        "d_sae": int(sae.cfg.d_sae),
-        "k": int(sae.cfg.k),
-        "apply_b_dec_to_input": bool(sae.cfg.apply_b_dec_to_input),
-        "dtype": "float32",
-        "layout": layout,
-    }
-    for key in ("model_name", "hook_name", "layer", "precision"):
-        if meta.get(key) is not None:
-            cfg[key] = meta.get(key)
-    return sd, cfg

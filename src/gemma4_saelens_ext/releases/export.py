@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from gemma4_saelens_ext.precision import PRECISIONS, get_precision
-from gemma4_saelens_ext.releases.convert import UPSTREAM_LAYOUTS, saelens_to_upstream
+from gemma4_saelens_ext.releases.to_upstream import UPSTREAM_LAYOUTS, saelens_to_upstream
 from gemma4_saelens_ext.releases.registry import (
     GEMMA4_E2B,
     MANIFEST_FILENAME,

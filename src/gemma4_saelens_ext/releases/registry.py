@@ -23,17 +23,19 @@ output when Gemma 4 E2B is loaded with ``AutoModelForCausalLM``, i.e. ``Gemma4Fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from gemma4_saelens_ext.precision import PRECISIONS
-from gemma4_saelens_ext.releases.convert import convert_upstream_checkpoint
+from gemma4_saelens_ext.releases.loader import (
+    ReleaseFilesNotFoundError,
+    gemma4_behavior_config_getter,
+    gemma4_behavior_loader,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ __all__ = [
     "register_local_release",
     "upstream_release",
     "unregister_release",
+    "set_encode_convention",
     "list_releases",
     "get_release",
     "gemma4_behavior_loader",
@@ -85,10 +88,6 @@ def hook_names_for_layer(layer: int, *, multimodal: bool = True) -> tuple[str, s
     return f"blocks.{layer}.hook_resid_post", f"{prefix}.{layer}"
 
 
-class ReleaseFilesNotFoundError(FileNotFoundError):
-    """The files of a release are neither in the local folder/HF cache nor downloadable."""
-
-
 @dataclass(frozen=True)
 class SAESpec:
     """One SAE inside a release.
@@ -107,7 +106,8 @@ class SAESpec:
     hf_hook_name: str | None = None  # default for google/gemma-4-* models: model.language_model.layers.{layer}
     format: Literal["upstream", "saelens"] | None = None
     cfg_path: str | None = None  # upstream only; default: cfg.json next to the weights
-    apply_b_dec_to_input: bool | None = None  # upstream only; None: cfg.json / layout convention
+    #: force the encode convention (True: subtract b_dec before encoding); None: decided as in releases.convention
+    apply_b_dec_to_input: bool | None = None
     variance_explained: float | None = None  # as reported by the release (SAELens directory field)
     l0: float | None = None
     extra_metadata: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -239,7 +239,7 @@ def _install_loader() -> None:
         current = table.get(LOADER_NAME)
         if current is fn:
             continue
-        if current is not None and getattr(current, "__module__", None) != __name__:
+        if current is not None and not str(getattr(current, "__module__", "")).startswith(__package__ or ""):
             raise RuntimeError(
                 f"SAELens already has a loader named {LOADER_NAME!r} ({current!r}) that is not this plugin's"
             )
@@ -309,6 +309,22 @@ def unregister_release(release: str) -> None:
     if entry is not None and entry.conversion_func == LOADER_NAME:
         del directory[release]
     del _REGISTERED[release]
+
+
+def set_encode_convention(release: str, apply_b_dec_to_input: bool | None, *, sae_id: str | None = None) -> ReleaseSpec:
+    """Force (``True``: subtract ``b_dec`` before encoding; ``False``: do not) or reset (``None``) the encode
+    convention of a registered release's SAEs (one ``sae_id``, or all) for later ``SAE.from_pretrained`` calls.
+
+    Example: ``set_encode_convention("Solshine/gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bit", True)``.
+    """
+    spec = get_release(release)
+    if sae_id is not None:
+        spec.sae(sae_id)  # KeyError naming the valid ids
+    saes = tuple(
+        dataclasses.replace(s, apply_b_dec_to_input=apply_b_dec_to_input) if sae_id in (None, s.sae_id) else s
+        for s in spec.saes
+    )
+    return register_release(dataclasses.replace(spec, saes=saes), replace_existing=True)
 
 
 def register_releases() -> list[str]:
@@ -385,162 +401,3 @@ def register_local_release(
         description=manifest.get("description", ""),
     )
     return register_release(spec, replace_existing=replace_existing)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# file resolution (local folder, HF cache, Hub)
-# ----------------------------------------------------------------------------------------------------------
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return bool(constants.HF_HUB_OFFLINE) or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _hub_cache_dir() -> str:
-    """HF hub cache, re-reading ``HF_HUB_CACHE``/``HF_HOME`` at call time (huggingface_hub reads them at import)."""
-    from huggingface_hub import constants
-
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
-    return constants.HF_HUB_CACHE
-
-
-def _fetch_command(repo_id: str, files: tuple[str, ...]) -> str:
-    return f"huggingface-cli download {repo_id} {' '.join(files)}"
-
-
-def _resolve_file(repo_id: str, filename: str, files: tuple[str, ...], force_download: bool) -> Path:
-    """Local path of ``filename``: from a local release folder, the HF cache, or (online) the Hub."""
-    if os.path.isabs(repo_id):
-        path = Path(repo_id) / filename
-        if not path.is_file():
-            raise ReleaseFilesNotFoundError(
-                f"{filename} not found in local release folder {repo_id} (expected {path}); needed files: {list(files)}"
-            )
-        return path
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-    cache_dir = _hub_cache_dir()
-    if not force_download:
-        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
-        if isinstance(cached, str) and os.path.isfile(cached):
-            return Path(cached)
-    how = (
-        f"Fetch it on a machine with network access:\n    {_fetch_command(repo_id, files)}\n"
-        f"(or `hf download {repo_id} {' '.join(files)}`; set HF_HUB_CACHE to the cache used here), or download the "
-        "files into a folder and register it as a local release: register_release(ReleaseSpec(..., local_dir=FOLDER))."
-    )
-    if _offline():
-        raise ReleaseFilesNotFoundError(
-            f"{filename} of Hub repo {repo_id} is not in the local Hugging Face cache ({cache_dir}) and offline "
-            f"mode is on (HF_HUB_OFFLINE=1). {how}"
-        )
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=cache_dir, force_download=force_download))
-    except Exception as e:  # network errors, missing repo/file, offline fallbacks
-        raise ReleaseFilesNotFoundError(
-            f"could not get {filename} of Hub repo {repo_id} ({type(e).__name__}: {e}). {how}"
-        ) from e
-
-
-def _find_spec(repo_id: str, folder_name: str) -> tuple[ReleaseSpec | None, SAESpec | None]:
-    for rel in _REGISTERED.values():
-        if rel.location == repo_id:
-            for s in rel.saes:
-                if s.path == folder_name:
-                    return rel, s
-    return None, None
-
-
-def _metadata(rel: ReleaseSpec | None, spec: SAESpec | None, repo_id: str, path: str) -> dict[str, Any]:
-    if spec is None:
-        return {"repo_id": repo_id, "source_path": path}
-    model_name = spec.model_name or (rel.model if rel else GEMMA4_E2B)
-    meta: dict[str, Any] = {
-        "model_name": model_name,
-        "hook_name": spec.hook_name,
-        "hf_hook_name": spec.hf_hook_name or default_hf_hook_name(model_name, spec.layer),
-        "hook_head_index": None,
-        "prepend_bos": True,
-        "layer": spec.layer,
-        "precision": spec.precision,
-        "release": rel.release if rel else None,
-        "repo_id": repo_id,
-        "source_path": path,
-        "source_format": spec.format,
-    }
-    meta.update(spec.extra_metadata)
-    return meta
-
-
-def gemma4_behavior_loader(
-    repo_id: str,
-    folder_name: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
-    """SAELens loader (``conversion_func: gemma4_behavior``) for upstream and SAELens-format SAEs."""
-    rel, spec = _find_spec(repo_id, folder_name)
-    if spec is None:
-        spec = SAESpec(sae_id=folder_name, path=folder_name, layer=-1)
-        rel_meta = _metadata(None, None, repo_id, folder_name)
-    else:
-        rel_meta = _metadata(rel, spec, repo_id, folder_name)
-    overrides = dict(cfg_overrides or {})
-    dtype = str(overrides.get("dtype", "float32")).replace("torch.", "")
-    files = spec.files
-    log_sparsity = None
-    if spec.format == "upstream":
-        weights = _resolve_file(repo_id, files[0], files, force_download)
-        cfg_file = _resolve_file(repo_id, files[1], files, force_download)
-        conv = convert_upstream_checkpoint(
-            weights,
-            cfg_file,
-            metadata=rel_meta,
-            apply_b_dec_to_input=spec.apply_b_dec_to_input,
-            device=device,
-            dtype=dtype,
-        )
-        cfg_dict, state_dict = conv.cfg_dict, conv.state_dict
-    else:
-        from safetensors import safe_open
-        from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting, read_sae_components_from_disk
-
-        cfg_file = _resolve_file(repo_id, files[0], files, force_download)
-        weights = _resolve_file(repo_id, files[1], files, force_download)
-        cfg_dict = handle_config_defaulting(json.loads(cfg_file.read_text()))
-        cfg_dict["device"] = device
-        cfg_dict["dtype"] = dtype
-        cfg_dict, state_dict = read_sae_components_from_disk(cfg_dict, weights, device=device)
-        meta = dict(cfg_dict.get("metadata") or {})
-        for key, val in rel_meta.items():
-            if meta.get(key) is None:
-                meta[key] = val
-        cfg_dict["metadata"] = meta
-        sparsity = weights.with_name(SAELENS_SPARSITY)
-        if sparsity.is_file():
-            with safe_open(str(sparsity), framework="pt", device=device) as f:  # type: ignore[no-untyped-call]
-                log_sparsity = f.get_tensor("sparsity")
-    for key, val in overrides.items():
-        if key == "metadata" and isinstance(val, dict):
-            cfg_dict["metadata"] = {**cfg_dict.get("metadata", {}), **val}
-        elif key != "neuronpedia_id" or val is not None:
-            cfg_dict[key] = val
-    return cfg_dict, state_dict, log_sparsity
-
-
-def gemma4_behavior_config_getter(
-    repo_id: str,
-    folder_name: str,
-    device: str | None = None,
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Config-only counterpart for ``NAMED_PRETRAINED_SAE_CONFIG_GETTERS`` (reads the weights to infer layout)."""
-    cfg, _, _ = gemma4_behavior_loader(repo_id, folder_name, device or "cpu", force_download, cfg_overrides)
-    return cfg
-
