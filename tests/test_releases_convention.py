@@ -10,7 +10,7 @@ import os
 
 import pytest
 import torch
-from sae_lens import SAE, TopKSAE, TopKSAEConfig
+from sae_lens import SAE, TopKSAE
 
 import gemma4_saelens_ext.releases.convention as convention_mod
 from gemma4_saelens_ext.releases import (

@@ -18,7 +18,8 @@ Metadata attached to every loaded SAE (``sae.cfg.metadata``): ``model_name`` (``
 ``LoadedModel.resolve_layer`` and the activation source accept), ``hf_hook_name`` (the HF module path of that
 output when Gemma 4 E2B is loaded with ``AutoModelForCausalLM``, i.e. ``Gemma4ForConditionalGeneration``:
 ``model.language_model.layers.25``), ``layer``, ``precision`` (``nf4``: the preset in
-:mod:`gemma4_saelens_ext.precision`), ``release`` and ``repo_id``.
+:mod:`gemma4_saelens_ext.precision`), ``release``, ``repo_id``, and the encode convention (``encode_convention``,
+``encode_convention_source``; see :mod:`.convention`). The loader itself lives in :mod:`.loader`.
 """
 
 from __future__ import annotations
