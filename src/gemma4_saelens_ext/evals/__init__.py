@@ -11,12 +11,20 @@
 * :mod:`.report`, :mod:`.suite` — report folder from a suite YAML (``python -m gemma4_saelens_ext.evals run``)
 """
 
-from gemma4_saelens_ext.evals.stats import DValueResult, cohens_d, dvalue_analysis, permutation_null_d
+from gemma4_saelens_ext.evals.dvalues import DValueResult, ReplicationResult, dvalue_analysis, replication_analysis
+from gemma4_saelens_ext.evals.stats import cohens_d, permutation_null_d
 
-__all__ = ["DValueResult", "cohens_d", "dvalue_analysis", "permutation_null_d", "load_suite", "run_suite"]
+__all__ = [
+    "DValueResult", "ReplicationResult", "cohens_d", "dvalue_analysis", "replication_analysis", "permutation_null_d",
+    "cross_validated_probe", "ProbeResult", "load_suite", "run_suite",
+]
 
 
-def __getattr__(name: str):  # lazy: the suite pulls in torch/transformers
+def __getattr__(name: str):  # lazy: probes pull in scikit-learn, the suite torch/transformers
+    if name in ("cross_validated_probe", "ProbeResult"):
+        from gemma4_saelens_ext.evals import probes
+
+        return getattr(probes, name)
     if name in ("load_suite", "run_suite"):
         from gemma4_saelens_ext.evals import suite
 

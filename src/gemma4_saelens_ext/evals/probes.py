@@ -21,16 +21,17 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gemma4_saelens_ext.evals import groups as G
 from gemma4_saelens_ext.evals import stats as S
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ProbeResult", "check_cv_labels", "default_probe", "lexical_probe_estimator", "cross_validated_probe", "first_chars"]
+__all__ = ["ProbeResult", "check_cv_labels", "grouped_folds", "default_probe", "lexical_probe_estimator", "cross_validated_probe", "first_chars"]
 
 
 @dataclass
@@ -38,8 +39,11 @@ class ProbeResult:
     name: str
     n_pos: int
     n_neg: int
+    n_groups: int
     n_features: int
     n_splits: int
+    #: how the folds were made
+    folds: str
     balanced_accuracy: float
     balanced_accuracy_std: float
     fold_balanced_accuracy: list[float]
@@ -49,6 +53,7 @@ class ProbeResult:
     p_balanced_accuracy: float
     p_auroc: float
     null_balanced_accuracy_mean: float
+    null_balanced_accuracy_q95: float
     null_auroc_mean: float
     n_permutations: int
     verdict: str
@@ -99,18 +104,42 @@ def _cv_oof(est: Any, X: Any, y: np.ndarray, folds: list[tuple[np.ndarray, np.nd
         m.fit(Xtr, y[tr])
         p = m.predict_proba(Xte)[:, 1]
         proba[te] = p
-        fold_bacc.append(balanced_accuracy_score(y[te], (p >= 0.5).astype(int)))
+        fold_bacc.append(balanced_accuracy(y[te], (p >= 0.5).astype(int)))
     return proba, fold_bacc
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean per-class recall over the classes present (sklearn's ``balanced_accuracy_score`` without its input
+    validation, which dominated the bootstrap's run time)."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    recalls = [float((pred[y == c] == c).mean()) for c in (0, 1) if (y == c).any()]
+    return float(np.mean(recalls)) if recalls else float("nan")
 
 
 def _auroc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
+def grouped_folds(y: np.ndarray, groups: Any, n_splits: int, seed: int, *, what: str = "probe") -> list[tuple[np.ndarray, np.ndarray]]:
+    """``StratifiedGroupKFold`` folds (every group wholly in one test fold); an error when there are fewer groups
+    than folds or a test fold would hold one class only."""
+    codes = G.group_codes(groups, len(y))
+    n_groups = int(codes.max()) + 1
+    if n_groups < n_splits:
+        raise ValueError(f"{what}: {n_groups} groups but {n_splits}-fold grouped CV needs >= {n_splits} groups; use "
+                         f"n_splits={max(n_groups, 2)} or add prompts/questions.")
+    folds = list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, codes))
+    for k, (_, te) in enumerate(folds):
+        if len(np.unique(y[te])) < 2:
+            logger.info("%s: grouped test fold %d holds one class only (balanced accuracy uses its recall)", what, k)
+    return folds
+
+
 def cross_validated_probe(
     X: Any,
     y: Any,
     *,
+    groups: Any = None,
     name: str = "probe",
     estimator: Any = None,
     n_splits: int = 5,
@@ -120,8 +149,12 @@ def cross_validated_probe(
     min_class_size: int = 10,
     alpha: float = 0.05,
 ) -> ProbeResult:
-    """Stratified k-fold CV probe with permutation null and bootstrap CIs. ``X``: [n, k] array, or a list of
-    strings when ``estimator`` starts with a text vectorizer (see :func:`lexical_probe_estimator`)."""
+    """k-fold CV probe with a null and bootstrap CIs. ``X``: [n, k] array, or a list of strings when
+    ``estimator`` starts with a text vectorizer (see :func:`lexical_probe_estimator`).
+
+    ``groups`` (one id per row): folds keep groups whole (``StratifiedGroupKFold``), the null refits the same
+    folds with the labels of whole groups flipped, the CIs resample groups. ``None``: ``StratifiedKFold`` over
+    rows, shuffled-label null, row bootstrap (independent rows assumed: on clustered pools this memorises prompts)."""
     y = np.asarray(y).astype(np.int64)
     if not isinstance(X, list):
         X = np.asarray(X, dtype=np.float32)
@@ -130,34 +163,60 @@ def cross_validated_probe(
     n1, n0 = check_cv_labels(y, n_splits, what=name)
     warns = S.class_size_warnings(y, min_class_size, what=name)
     est = estimator if estimator is not None else default_probe(seed)
-    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    folds = list(skf.split(np.zeros(len(y)), y))
+    if groups is None:
+        folds = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+        n_groups, codes = len(y), None
+    else:
+        folds = grouped_folds(y, groups, n_splits, seed, what=name)
+        codes = G.group_codes(groups, len(y))
+        n_groups = int(codes.max()) + 1
+        w = G.small_group_warning(n_groups, n_permutations, alpha, name)
+        if w:
+            warns.append(w)
     proba, fold_bacc = _cv_oof(est, X, y, folds)
     bacc = float(np.mean(fold_bacc))
     auc = _auroc(y, proba)
-    rng = np.random.default_rng(seed + 1)
     null_b, null_a = np.empty(n_permutations), np.empty(n_permutations)
-    for b in range(n_permutations):
-        yp = rng.permutation(y)
-        pf = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(yp)), yp))
-        pp, fb = _cv_oof(est, X, yp, pf)
-        null_b[b] = np.mean(fb)
-        null_a[b] = _auroc(yp, pp)
+    if codes is None:
+        rng = np.random.default_rng(seed + 1)
+        for b in range(n_permutations):
+            yp = rng.permutation(y)
+            pf = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(yp)), yp))
+            pp, fb = _cv_oof(est, X, yp, pf)
+            null_b[b], null_a[b] = np.mean(fb), _auroc(yp, pp)
+    else:
+        flips, exact = G.flip_matrix(n_groups, n_permutations, seed + 1)
+        if len(flips) < n_permutations:  # exact enumeration is smaller than asked: use it
+            null_b, null_a = np.empty(len(flips)), np.empty(len(flips))
+        for b, yp in enumerate(G.flip_labels(y, codes, flips[: len(null_b)]).astype(np.int64)):
+            pp, fb = _cv_oof(est, X, yp, folds)
+            null_b[b], null_a[b] = np.mean(fb), _auroc(yp, pp)
     pred = (proba >= 0.5).astype(int)
-    ci_b = S.bootstrap_ci(lambda idx: balanced_accuracy_score(y[idx], pred[idx]), len(y), strata=y,
-                          n_bootstrap=n_bootstrap, seed=seed + 2)
-    ci_a = S.bootstrap_ci(lambda idx: _auroc(y[idx], proba[idx]), len(y), strata=y, n_bootstrap=n_bootstrap, seed=seed + 3)
-    p_b = S.permutation_p(bacc, null_b) if n_permutations else float("nan")
-    p_a = S.permutation_p(auc, null_a[np.isfinite(null_a)]) if n_permutations else float("nan")
+    ci_b = S.bootstrap_ci(lambda idx: balanced_accuracy(y[idx], pred[idx]), len(y), strata=y,
+                          n_bootstrap=n_bootstrap, seed=seed + 2, groups=codes)
+    ci_a = S.bootstrap_ci(lambda idx: _auroc(y[idx], proba[idx]), len(y), strata=y, n_bootstrap=n_bootstrap,
+                          seed=seed + 3, groups=codes)
+    n_null = len(null_b)
+    if codes is None:
+        exact = False
+    p_b = G.flip_p(bacc, null_b, exact) if n_null else float("nan")
+    p_a = G.flip_p(auc, null_a[np.isfinite(null_a)], exact) if n_null else float("nan")
     n_feat = X.shape[1] if isinstance(X, np.ndarray) and X.ndim == 2 else 0
+    q95 = float(np.quantile(null_b, 0.95)) if n_null else float("nan")
+    if codes is None:
+        words = S.verdict(f"{name} balanced accuracy", bacc, p_b, n_pos=n1, n_neg=n0, alpha=alpha, ci=ci_b)
+    else:
+        se = float(np.std(fold_bacc)) / np.sqrt(len(fold_bacc))
+        words = G.power_wording(f"{name} balanced accuracy", bacc, p_b, alpha=alpha, n_groups=n_groups,
+                                n_rows=n1 + n0, mde=G.min_detectable(q95, se))
     return ProbeResult(
-        name=name, n_pos=n1, n_neg=n0, n_features=int(n_feat), n_splits=n_splits,
+        name=name, n_pos=n1, n_neg=n0, n_groups=n_groups, n_features=int(n_feat), n_splits=n_splits,
+        folds="StratifiedGroupKFold (whole groups)" if codes is not None else "StratifiedKFold (rows; assumes independent rows)",
         balanced_accuracy=bacc, balanced_accuracy_std=float(np.std(fold_bacc)),
         fold_balanced_accuracy=[float(v) for v in fold_bacc], auroc=auc,
         balanced_accuracy_ci=ci_b, auroc_ci=ci_a, p_balanced_accuracy=p_b, p_auroc=p_a,
-        null_balanced_accuracy_mean=float(np.mean(null_b)) if n_permutations else float("nan"),
-        null_auroc_mean=float(np.nanmean(null_a)) if n_permutations else float("nan"),
-        n_permutations=n_permutations,
-        verdict=S.verdict(f"{name} balanced accuracy", bacc, p_b, n_pos=n1, n_neg=n0, alpha=alpha, ci=ci_b),
-        warnings=warns,
+        null_balanced_accuracy_mean=float(np.mean(null_b)) if n_null else float("nan"),
+        null_balanced_accuracy_q95=q95,
+        null_auroc_mean=float(np.nanmean(null_a)) if n_null else float("nan"),
+        n_permutations=n_null, verdict=words, warnings=warns,
     )

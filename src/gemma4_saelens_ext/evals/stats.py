@@ -11,8 +11,9 @@ Conventions
 * Cohen's d per latent j: ``d_j = (mean_1j - mean_0j) / s_pooled_j`` with
   ``s_pooled_j^2 = ((n1-1) var_1j + (n0-1) var_0j) / (n1 + n0 - 2)`` (unbiased within-class variances).
   Positive d = higher on honest samples.
-* A latent whose pooled SD is 0 (dead, or constant within both classes) gets ``d = 0``: its d is undefined
-  (0/0) and treating it as "no evidence" keeps d_max finite; such latents are counted separately.
+* A latent whose pooled SD is 0 gets ``d = 0`` when its class means agree too (dead, or constant everywhere: no
+  evidence) and ``d = +-inf`` when they differ (constant within each class, different between them: a perfectly
+  separating latent, listed by :func:`d_summary`).
 * ``d_max = max_j |d_j|``; ``n_above = #{j : |d_j| > threshold}`` (threshold 1 by default).
 * Permutation p-value: ``p = (1 + #{null >= observed}) / (1 + B)`` (never 0; exact-test convention).
 """
@@ -50,8 +51,6 @@ __all__ = [
     "slope",
     "slope_permutation",
     "verdict",
-    "DValueResult",
-    "dvalue_analysis",
 ]
 
 POSITIVE = "honest"
@@ -140,9 +139,16 @@ def _d_from_moments(
     var = (ss1 + ss0) / (n1 + n0 - 2)
     sd = np.sqrt(var)
     diff = m1 - m0
+    return _safe_ratio(diff, sd, eps)
+
+
+def _safe_ratio(diff: np.ndarray, sd: np.ndarray, eps: float) -> np.ndarray:
+    """diff / sd, with the two undefined cases made explicit: no spread and no difference -> 0 (a dead or
+    constant latent carries no evidence); no spread but a difference -> +-inf (constant within each class and
+    different between them: a perfectly separating latent)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.where(sd > eps, diff / np.where(sd > eps, sd, 1.0), 0.0)
-    return d
+        sep = np.where(np.abs(diff) > eps, np.sign(diff) * np.inf, 0.0)
+        return np.where(sd > eps, diff / np.where(sd > eps, sd, 1.0), sep)
 
 
 def cohens_d(acts: Any, y: Any, *, eps: float = 1e-8) -> np.ndarray:
@@ -159,8 +165,7 @@ def cohens_d(acts: Any, y: Any, *, eps: float = 1e-8) -> np.ndarray:
     m1, m0 = a.mean(0), b.mean(0)
     ss = ((a - m1) ** 2).sum(0) + ((b - m0) ** 2).sum(0)
     sd = np.sqrt(ss / (n1 + n0 - 2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sd > eps, (m1 - m0) / np.where(sd > eps, sd, 1.0), 0.0)
+    return _safe_ratio(m1 - m0, sd, eps)
 
 
 def weighted_cohens_d(
@@ -212,11 +217,13 @@ def fast_cohens_d(acts: Any, y: Any, *, dtype: Any = np.float32) -> np.ndarray:
 
 
 def d_summary(d: np.ndarray, *, threshold: float = 1.0, top_n: int = 10) -> dict[str, Any]:
-    """d_max (max |d|), argmax, count |d| > threshold and the top_n latents by |d| (index, signed d)."""
+    """d_max (max |d|), argmax, count |d| > threshold, the top_n latents by |d| (index, signed d) and the
+    perfectly separating latents (|d| = inf)."""
     d = np.asarray(d, dtype=np.float64)
     absd = np.abs(d)
     order = np.argsort(-absd, kind="stable")[:top_n]
     return {
+        "perfectly_separating": [int(i) for i in np.flatnonzero(np.isinf(d))],
         "d_max": float(absd.max()) if absd.size else 0.0,
         "d_max_latent": int(order[0]) if absd.size else -1,
         "n_above": int((absd > threshold).sum()),
@@ -320,7 +327,7 @@ def bootstrap_d(
 def permutation_p(observed: float, null: np.ndarray, *, alternative: str = "greater") -> float:
     """``(1 + #{null >= obs}) / (1 + B)`` for ``greater``; ``less`` mirrors it; ``two-sided`` uses |.|."""
     null = np.asarray(null, dtype=np.float64)
-    tol = 1e-12 * max(1.0, abs(observed))
+    tol = 1e-7 * max(1.0, abs(observed)) if math.isfinite(observed) else 0.0
     if alternative == "greater":
         k = int((null >= observed - tol).sum())
     elif alternative == "less":
@@ -347,17 +354,25 @@ def bootstrap_ci(
     n: int,
     *,
     strata: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile CI of ``stat(idx)`` over bootstrap index draws (stratified by ``strata`` when given, so
-    each resample keeps the class sizes). For statistics without a vectorized form (AUROC, balanced accuracy)."""
+    """Percentile CI of ``stat(idx)`` over bootstrap index draws, for statistics without a vectorized form
+    (AUROC, balanced accuracy). ``groups`` (integer codes): whole groups are resampled with replacement (the
+    clustered design); else rows, stratified by ``strata`` when given so each resample keeps the class sizes."""
     rng = np.random.default_rng(seed)
     vals = np.empty(n_bootstrap)
-    groups = [np.arange(n)] if strata is None else [np.flatnonzero(strata == g) for g in np.unique(strata)]
+    if groups is not None:
+        members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+        for b in range(n_bootstrap):
+            pick = rng.integers(0, len(members), size=len(members))
+            vals[b] = stat(np.concatenate([members[i] for i in pick]))
+        return percentile_ci(vals, level)
+    strata_idx = [np.arange(n)] if strata is None else [np.flatnonzero(strata == g) for g in np.unique(strata)]
     for b in range(n_bootstrap):
-        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in strata_idx])
         vals[b] = stat(idx)
     return percentile_ci(vals, level)
 
@@ -458,112 +473,8 @@ def verdict(
         extra.append(f"chance 95th pct {null_q95:.3g}")
     if ci is not None and all(np.isfinite(ci)):
         extra.append(f"95% CI [{ci[0]:.3g}, {ci[1]:.3g}]")
-    if p < alpha:
+    if p <= alpha:
         head = f"{name} = {value:.3g} is above chance at n={n}"
     else:
         head = f"{name} = {value:.3g} is indistinguishable from chance at n={n}"
     return f"{head} ({'; '.join(extra)})"
-
-
-@dataclass
-class DValueResult:
-    """Everything the report needs about one split's d-values (the full d vector is kept out of JSON)."""
-
-    split: str
-    n_pos: int
-    n_neg: int
-    d_max: float
-    d_max_latent: int
-    n_above: int
-    threshold: float
-    top_latents: list[int]
-    top_d: list[float]
-    p_d_max: float
-    p_n_above: float
-    null_d_max_mean: float
-    null_d_max_q95: float
-    null_n_above_mean: float
-    #: bootstrap 95% CI of the observed top latent's |d|
-    d_max_ci: tuple[float, float]
-    #: bootstrap 95% CI of the resampled max over all latents (biased upward; kept for completeness)
-    d_max_resampled_ci: tuple[float, float]
-    n_above_ci: tuple[float, float]
-    top_latents_p_fwer: list[float]
-    n_zero_variance: int
-    n_permutations: int
-    n_bootstrap: int
-    verdict: str
-    verdict_n_above: str
-    warnings: list[str] = field(default_factory=list)
-    d: np.ndarray | None = field(default=None, repr=False)
-    null_d_max: np.ndarray | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("d")
-        out.pop("null_d_max")
-        return out
-
-
-def dvalue_analysis(
-    acts: Any,
-    y: Any,
-    *,
-    split: str = "split",
-    threshold: float = 1.0,
-    top_n: int = 10,
-    n_permutations: int = 1000,
-    n_bootstrap: int = 1000,
-    min_class_size: int = 10,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> DValueResult:
-    """d-values + d_max/|d|>threshold with permutation p, bootstrap CI, FWER-adjusted p for top latents
-    (max-statistic method: p_j = share of null d_max >= |d_j|) and verdicts in words."""
-    x = _as_2d_float(acts)
-    y = np.asarray(y).astype(np.int64)
-    n1, n0 = check_binary_labels(y, what=f"d-values ({split})")
-    warns = class_size_warnings(y, min_class_size, what=split)
-    d = cohens_d(x, y)
-    summ = d_summary(d, threshold=threshold, top_n=top_n)
-    yb = y.astype(bool)
-    pooled_zero = int(((x[yb].std(0) == 0) & (x[~yb].std(0) == 0)).sum())
-    null = permutation_null_d(x, y, n_permutations=n_permutations, seed=seed, threshold=threshold)
-    boot = bootstrap_d(x, y, n_bootstrap=n_bootstrap, seed=seed + 1, threshold=threshold, latent=summ["d_max_latent"])
-    p_dmax = permutation_p(summ["d_max"], null["d_max"])
-    p_nab = permutation_p(summ["n_above"], null["n_above"])
-    q95 = float(np.quantile(null["d_max"], 0.95))
-    ci = percentile_ci(boot["d_selected"])  # the top latent's |d| (see bootstrap_d on why not the resampled max)
-    ci_dmax_resampled = percentile_ci(boot["d_max"])
-    ci_nab = percentile_ci(boot["n_above"])
-    fwer = [permutation_p(abs(v), null["d_max"]) for v in summ["top_d"]]
-    return DValueResult(
-        split=split,
-        n_pos=n1,
-        n_neg=n0,
-        d_max=summ["d_max"],
-        d_max_latent=summ["d_max_latent"],
-        n_above=summ["n_above"],
-        threshold=threshold,
-        top_latents=summ["top_latents"],
-        top_d=summ["top_d"],
-        p_d_max=p_dmax,
-        p_n_above=p_nab,
-        null_d_max_mean=float(null["d_max"].mean()),
-        null_d_max_q95=q95,
-        null_n_above_mean=float(null["n_above"].mean()),
-        d_max_ci=ci,
-        d_max_resampled_ci=ci_dmax_resampled,
-        n_above_ci=ci_nab,
-        top_latents_p_fwer=fwer,
-        n_zero_variance=pooled_zero,
-        n_permutations=n_permutations,
-        n_bootstrap=n_bootstrap,
-        verdict=verdict("d_max", summ["d_max"], p_dmax, n_pos=n1, n_neg=n0, alpha=alpha, null_q95=q95, ci=ci),
-        verdict_n_above=verdict(
-            f"count |d|>{threshold:g}", summ["n_above"], p_nab, n_pos=n1, n_neg=n0, alpha=alpha, ci=ci_nab
-        ),
-        warnings=warns,
-        d=d,
-        null_d_max=null["d_max"],
-    )

@@ -1,0 +1,183 @@
+"""The prompt group as the unit of inference: group ids, label-flip nulls, group bootstrap, grouped folds,
+group subsamples, Holm adjustment and power wording.
+
+A behavior pool is clustered: a prompt's completions repeat a few near-identical answers, the label is a function
+of (prompt, answer word), and role-swapped twins share one question. Rows are not independent, so every
+randomization here works on whole groups:
+
+* **flip null** — the null hypothesis is "no honesty effect that is consistent across groups". Under it, swapping
+  honest <-> deceptive inside a group leaves the data's distribution unchanged, so the reference distribution of a
+  statistic is its value under the ``2^G`` ways of flipping whole groups (enumerated exactly when
+  ``2^G <= n_permutations``, else sampled). A statistic that only depends on |d| (d_max, the count test, a refit
+  probe) is unchanged when every group flips, so its smallest reachable p is ``2 / 2^G``: with 5 groups or fewer
+  p < 0.05 cannot be reached, and :func:`min_reachable_p` says so.
+* **group bootstrap** — resample whole groups with replacement (each row weighted by how often its group was
+  drawn).
+* **subsamples** — a seeded sample of whole groups, never the first rows of a file.
+
+Every function also works with ``groups=None`` meaning "one group per row" (today's row-level behaviour), which is
+what the row-level diagnostic reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "group_codes",
+    "resolve_groups",
+    "flip_matrix",
+    "flip_labels",
+    "flip_p",
+    "group_bootstrap_counts",
+    "min_reachable_p",
+    "small_group_warning",
+    "sample_groups",
+    "holm",
+    "min_detectable",
+    "power_wording",
+    "Z_80",
+]
+
+#: z quantile for 80% power (one-sided normal approximation)
+Z_80 = 0.8416212335729143
+
+
+def group_codes(groups: Sequence[Any] | np.ndarray | None, n: int) -> np.ndarray:
+    """Integer codes 0..G-1 for group ids (``None`` = one group per row)."""
+    if groups is None:
+        return np.arange(n)
+    g = np.asarray([str(v) for v in groups])
+    if len(g) != n:
+        raise ValueError(f"groups has {len(g)} entries but there are {n} rows; pass one group id per row.")
+    _, codes = np.unique(g, return_inverse=True)
+    return codes.astype(np.int64)
+
+
+def resolve_groups(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, str, str | None]:
+    """Group id of each row and how it was found: the ``group`` column (a question with its role-swapped twins)
+    when every row has one, else ``prompt_id``, else the prompt text; else one group per row, with a warning that
+    inference then assumes independent rows. Returns ``(groups, source, warning)``."""
+    for key in ("group", "prompt_id", "prompt"):
+        vals = [r.get(key) for r in rows]
+        if rows and all(v not in (None, "") for v in vals):
+            return np.asarray([str(v) for v in vals]), key, None
+    warn = (
+        "the dataset has no group, prompt_id or prompt column: every row is its own group, so the statistics "
+        "assume independent rows (near-duplicate completions of one prompt would then look like an effect)"
+    )
+    logger.warning(warn)
+    return np.asarray([f"row{i}" for i in range(len(rows))]), "row", warn
+
+
+def flip_matrix(n_groups: int, n_permutations: int, seed: int) -> tuple[np.ndarray, bool]:
+    """``[B, G]`` 0/1 flips of whole groups and whether they are the exact enumeration.
+
+    All ``2^G`` flip vectors when that is <= ``n_permutations`` (row 0 is the identity); else ``n_permutations``
+    random ones (each group flipped with probability 1/2)."""
+    if n_groups <= 30 and 2**n_groups <= max(n_permutations, 1):
+        codes = np.arange(2**n_groups, dtype=np.int64)[:, None]
+        return ((codes >> np.arange(n_groups)) & 1).astype(np.int8), True
+    rng = np.random.default_rng(seed)
+    return (rng.random((n_permutations, n_groups)) < 0.5).astype(np.int8), False
+
+
+def flip_labels(y: np.ndarray, codes: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """``[B, n]`` labels with each flipped group's honest/deceptive swapped."""
+    return (np.asarray(y)[None, :] ^ flips[:, codes]).astype(np.int8)
+
+
+def flip_p(observed: float, null: np.ndarray, exact: bool) -> float:
+    """p of ``observed`` against a flip null: with the exact enumeration (identity included) the share of flips
+    >= observed; with sampled flips ``(1 + k) / (1 + B)``."""
+    null = np.asarray(null, dtype=np.float64)
+    if not exact:
+        from gemma4_saelens_ext.evals.stats import permutation_p
+
+        return permutation_p(observed, null)
+    tol = 1e-7 * max(1.0, abs(observed)) if math.isfinite(observed) else 0.0
+    return float(max((null >= observed - tol).mean(), 1.0 / len(null)))
+
+
+def group_bootstrap_counts(n_groups: int, n_bootstrap: int, seed: int) -> np.ndarray:
+    """``[B, G]`` how often each group is drawn when G groups are resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_bootstrap)
+
+
+def min_reachable_p(n_groups: int, n_permutations: int, *, symmetric: bool = True) -> float:
+    """Smallest p-value the flip test can give: ``2/2^G`` (``1/2^G`` for a sign-aware statistic) when the flips
+    are enumerated, ``1/(1+B)`` when they are sampled, whichever is larger."""
+    exact = (2.0 if symmetric else 1.0) / 2.0 ** min(n_groups, 60)
+    return max(exact, 1.0 / (1 + n_permutations)) if 2**min(n_groups, 60) > n_permutations else exact
+
+
+def small_group_warning(n_groups: int, n_permutations: int, alpha: float, what: str, *, symmetric: bool = True) -> str | None:
+    """A warning when G is too small for p < alpha to be reachable (None otherwise)."""
+    p = min_reachable_p(n_groups, n_permutations, symmetric=symmetric)
+    if p > alpha:
+        need = next(g for g in range(1, 64) if min_reachable_p(g, 10**9, symmetric=symmetric) <= alpha)
+        msg = (f"{what}: only {n_groups} groups, so the smallest reachable p is {p:.3g} > alpha {alpha:g}; nothing "
+               f"can be significant (need >= {need} groups: more questions/prompts in the split)")
+        logger.warning(msg)
+        return msg
+    return None
+
+
+def sample_groups(groups: Sequence[Any], max_rows: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices of a seeded sample of whole groups holding at most ``max_rows`` rows (at least one
+    group). ``max_rows=None`` or a limit >= the row count keeps every row. The order of groups is a hash of
+    (seed, group id), so the sample does not depend on the row order."""
+    g = np.asarray([str(v) for v in groups])
+    if max_rows is None or max_rows >= len(g):
+        return np.arange(len(g))
+    uniq = sorted(set(g.tolist()), key=lambda v: hashlib.sha256(f"{seed}|{v}".encode()).hexdigest())
+    sizes = {u: int((g == u).sum()) for u in uniq}
+    chosen, total = [], 0
+    for u in uniq:
+        if chosen and total + sizes[u] > max_rows:
+            continue
+        chosen.append(u)
+        total += sizes[u]
+    return np.flatnonzero(np.isin(g, chosen))
+
+
+def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
+    """Holm step-down adjusted p-values (family-wise error control); NaN entries are left out of the family and
+    stay NaN."""
+    items = [(k, float(v)) for k, v in pvalues.items() if v is not None and math.isfinite(float(v))]
+    m = len(items)
+    out = {k: float("nan") for k in pvalues}
+    running = 0.0
+    for i, (k, p) in enumerate(sorted(items, key=lambda kv: kv[1])):
+        running = max(running, min(1.0, (m - i) * p))
+        out[k] = running
+    return out
+
+
+def min_detectable(null_q95: float, se: float) -> float:
+    """Normal-approximation minimum detectable value at 80% power: a true effect delta whose estimate
+    (~ N(delta, se)) exceeds the null's 95th percentile 80% of the time: ``q95 + 0.84 se``."""
+    if not (math.isfinite(null_q95) and math.isfinite(se)):
+        return float("nan")
+    return float(null_q95 + Z_80 * se)
+
+
+def power_wording(name: str, value: float, p: float, *, alpha: float, n_groups: int, n_rows: int,
+                  mde: float | None = None, p_adjusted: float | None = None) -> str:
+    """One line: significant, or not significant with the power at this n (never "no effect")."""
+    padj = "" if p_adjusted is None else f", Holm-adjusted {p_adjusted:.3g}"
+    base = f"{name} = {value:.3g} (flip-null p = {p:.3g}{padj}; {n_groups} groups, {n_rows} rows)"
+    p_use = p if p_adjusted is None else p_adjusted
+    if math.isfinite(p_use) and p_use <= alpha:
+        return f"{base}: significant at alpha {alpha:g}"
+    tail = f"; minimum detectable value at 80% power ~ {mde:.2g}" if mde is not None and math.isfinite(mde) else ""
+    return f"{base}: not significant at {n_groups} groups{tail}"
