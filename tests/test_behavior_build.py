@@ -69,8 +69,9 @@ def built(gemma3_fp32, scen_dir, fake_llm, tmp_path_factory):
         model="gemma-3-270m",
         precision="fp32",
         scenarios=[str(scen_dir)],
-        samples_per_prompt=4,
+        samples_per_prompt=8,
         seed=3,
+        temperature=1.3,  # Gemma 3 270M drifts from its role often enough for both twins to get both classes
         max_new_tokens=MAX_NEW,
         batch_size=16,
         judges=["keyword", "paraphrase", "llm:fake"],
@@ -88,12 +89,12 @@ def test_real_build_outputs(built):
     cfg, res = built
     out = Path(cfg.out)
     m = json.loads((out / "manifest.json").read_text())
-    assert m["n_completions"] == 7 * 4 and m["n_generated_this_run"] == 28
+    assert m["n_completions"] == 7 * 8 and m["n_generated_this_run"] == 56
     assert m["config"]["precision"] == "fp32" and m["versions"]["torch"]
     assert m["judges_used"] == ["keyword", "paraphrase", "llm_fake"]
     assert m["judge_settings"][2]["batch_size"] == 10 and "sk-local-test" not in json.dumps(m)
     assert {a["a"] + "/" + a["b"] for a in m["agreement"]} == {"keyword/paraphrase", "keyword/llm_fake", "paraphrase/llm_fake"}
-    assert len(read_jsonl(out / "raw" / "completions.jsonl")) == 28
+    assert len(read_jsonl(out / "raw" / "completions.jsonl")) == 56
 
     ds = datasets.load_dataset(str(out))
     assert "train" in ds and "input_variation" in ds
@@ -107,14 +108,23 @@ def test_real_build_outputs(built):
         assert r["label"] == r["label_keyword"] and r["label"] in ("honest", "deceptive")
         per[r["prompt_id"]][r["label"]] += 1
     assert per and all(c["honest"] == c["deceptive"] for c in per.values())
+    by_group = defaultdict(set)  # group balance: every prompt of a group keeps the same number of each class
+    for r in rows:
+        by_group[r["group"]].add(per[r["prompt_id"]]["honest"])
+    assert all(len(v) == 1 for v in by_group.values())
     train_p = set(ds["train"]["prompt_id"])
     eval_p = set(ds["eval"]["prompt_id"]) if "eval" in ds else set()
     assert not train_p & eval_p
     iv = ds["input_variation"]
-    assert Counter(iv["split"]) == {"input_neutral": 4, "input_V0": 4, "input_V3": 4}
+    assert Counter(iv["split"]) == {"input_neutral": 8, "input_V0": 8, "input_V3": 8}
     allrows = datasets.load_dataset(str(out), "all")["train"]
-    assert len(allrows) == 28 and len(set(allrows["key"])) == 28
+    assert len(allrows) == 56 and len(set(allrows["key"])) == 56
     assert set(allrows["split"]) <= {"train", "eval", "input_neutral", "input_V0", "input_V3", "unpooled"}
+    # every completion carries its prompt group's split, pooled or not; pooled rows agree with it
+    assert set(allrows["prompt_split"]) <= {"train", "eval", "input_variation"}
+    for r in allrows:
+        if r["split"] in ("train", "eval"):
+            assert r["prompt_split"] == r["split"]
     # LLM labels came from the local server in batches of <= 10
     assert sorted(set(allrows["label_llm_fake"])) <= ["deceptive", "honest"]
 
@@ -125,7 +135,7 @@ def test_rerun_refuses_then_resume_uses_caches(built, gemma3_fp32, fake_llm):
         build_dataset(cfg, model=gemma3_fp32.model, tokenizer=gemma3_fp32.tokenizer)
     n_req = len(fake_llm.requests)
     again = build_dataset(BuildConfig(**{**cfg.__dict__, "resume": True}))  # no model: nothing left to generate
-    assert again.n_generated == 0 and again.n_resumed == 28
+    assert again.n_generated == 0 and again.n_resumed == 56
     assert len(fake_llm.requests) == n_req  # judge results were cached
     assert [r["label"] for r in again.rows] == [r["label"] for r in res.rows]
     with pytest.raises(BuildError, match=r"seed: folder has 3, you asked 4"):

@@ -58,11 +58,15 @@ def test_balance_invariants(recs, seed, rnd):
     avail = defaultdict(Counter)
     for r in recs:
         avail[r["prompt_id"]][r["label"]] += 1
+    group_of = {r["prompt_id"]: r["group"] for r in recs}
+    group_n = defaultdict(lambda: 10**9)  # an independent count of the group's balance level
+    for pid, c in avail.items():
+        group_n[group_of[pid]] = min(group_n[group_of[pid]], c["honest"], c["deceptive"])
     for pid, c in per.items():
         assert set(c) <= {"honest", "deceptive"}
-        assert c["honest"] == c["deceptive"] == min(avail[pid]["honest"], avail[pid]["deceptive"])
+        assert c["honest"] == c["deceptive"] == group_n[group_of[pid]]
     for pid in avail:
-        if min(avail[pid]["honest"], avail[pid]["deceptive"]) == 0:
+        if group_n[group_of[pid]] == 0:
             assert pid in report.empty_class_prompts and pid not in per
     # deterministic and independent of input order
     shuffled = list(recs)

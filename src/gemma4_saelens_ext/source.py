@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -73,6 +73,7 @@ def activations(
     max_length: int | None = 512,
     stop_at_layer: bool = True,
     progress: bool = False,
+    token_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[torch.Tensor] | torch.Tensor:
     """Layer-``layer`` residual stream (the decoder block's output) for each text.
 
@@ -80,6 +81,8 @@ def activations(
     ``completion_start`` (char offsets, one per text) restricts pools to tokens that start at or after the offset,
     e.g. the completion of ``prompt + completion``. Texts are length-sorted into batches to cut padding; the output
     keeps the input order. ``pooling="none"`` returns one ``[n_tokens, d]`` tensor per text (BOS included).
+    ``token_fn`` maps the selected tokens' ``[t, d]`` activations before pooling (e.g. an SAE's encoder: latents
+    computed per token, then pooled over the completion).
     """
     if pooling not in ("none", "last", "mean", "max"):
         raise ValueError(f"Unknown pooling {pooling!r}; use one of none, last, mean, max.")
@@ -128,6 +131,8 @@ def activations(
             if not sel.any():
                 sel = keep
             a = acts[row][sel]
+            if token_fn is not None:
+                a = token_fn(a)
             if pooling == "last":
                 out[i] = a[-1]
             elif pooling == "mean":

@@ -85,6 +85,9 @@ COLUMNS: dict[str, str] = {
     "n_new_tokens": "int64",
     "finished": "bool",
     "split": "string",
+    #: the split of the row's prompt group (train / eval / input_variation), pooled or not: what an unsupervised
+    #: SAE may train on (every completion of the train prompts) without seeing eval prompts
+    "prompt_split": "string",
 }
 
 
@@ -558,7 +561,9 @@ def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None)
             raise
         log.warning("the balanced pool is empty; writing the dataset anyway (--allow-empty-pool)")
         pool, pool_report = balance_same_prompt(behavior, seed=cfg.seed, min_per_class=0)
-    assign = split_groups(pool, seed=cfg.seed, eval_fraction=cfg.eval_fraction)
+    # every behavior group gets a split (pooled or not), so an unsupervised SAE can train on all completions of
+    # the train prompts (ambiguous ones included) while eval prompts stay unseen
+    assign = split_groups(behavior, seed=cfg.seed, eval_fraction=cfg.eval_fraction)
     pooled_keys = {r["key"]: assign[r["group"]] for r in pool}
     iv_rows, iv_counts = input_variation_split(
         [r for r in rows if r["kind"] == "input_variation"], seed=cfg.seed, balance=cfg.balance_input_variation
@@ -566,6 +571,7 @@ def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None)
     iv_keys = {r["key"]: f"input_{r['variant']}" for r in iv_rows}
     for r in rows:
         r["split"] = pooled_keys.get(r["key"]) or iv_keys.get(r["key"]) or "unpooled"
+        r["prompt_split"] = assign.get(r["group"], "train") if r["kind"] == "role_play" else "input_variation"
 
     label_cols = [f"label_{n}" for n in labels]
     split_rows = {

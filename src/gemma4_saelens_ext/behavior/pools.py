@@ -1,8 +1,9 @@
 """Pools and splits: same-prompt behavior balance, a train/eval split by prompt group, the input-variation split.
 
-Why same-prompt balance: if one prompt contributes only honest samples and another only deceptive ones, a feature
-that reads the prompt separates the classes without knowing anything about behavior. Keeping, for every prompt,
-as many honest as deceptive completions makes the prompt carry no label information. Splitting by prompt group (a
+Why group balance: if one prompt contributes only honest samples and another only deceptive ones, a feature that
+reads the prompt separates the classes without knowing anything about behavior. Keeping, for every prompt of a
+group, the same number of honest and deceptive completions makes neither the prompt nor (across role-swapped
+twins) the answer word carry label information. Splitting by prompt group (a
 question and its role-swapped twins) keeps eval prompts unseen in training.
 
 All selections are deterministic functions of (seed, record keys), independent of the input order.
@@ -64,39 +65,49 @@ def balance_same_prompt(
     seed: int,
     label_key: str = "label",
     prompt_key: str = "prompt_id",
+    group_key: str = "group",
     id_key: str = "key",
     scenario_key: str = "scenario",
     min_per_class: int = 1,
 ) -> tuple[list[Record], PoolReport]:
-    """For each prompt keep min(#honest, #deceptive) of each class; the surplus is dropped by a seeded ranking.
+    """Balance per group: every prompt of a group (a question with its role-swapped twins; a prompt without a
+    group is its own group) keeps the same number ``n`` of honest and of deceptive rows, ``n`` = the smallest
+    class count over the group's prompts. Then each answer word is as often honest as deceptive inside the group
+    (honest in one twin, deceptive in the other), so neither the prompt nor the word alone carries the label. The
+    surplus is dropped by a seeded ranking of the row keys.
 
-    Prompts with an empty class contribute nothing (logged by name). If the whole pool has fewer than
+    A group with a prompt that lacks a class contributes nothing (logged by name). If the whole pool has fewer than
     ``min_per_class`` samples per class, PoolError names every prompt and its counts.
     """
     by_prompt: dict[str, dict[str, list[Record]]] = defaultdict(lambda: {HONEST: [], DECEPTIVE: []})
     all_labels: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     scen: dict[str, str] = {}
+    group_of: dict[str, str] = {}
     for r in records:
         pid = str(r[prompt_key])
         scen[pid] = str(r.get(scenario_key, ""))
+        group_of[pid] = str(r.get(group_key) or pid)
         all_labels[pid][str(r[label_key])] += 1
         if r[label_key] in (HONEST, DECEPTIVE):
             by_prompt[pid][r[label_key]].append(r)
+    members: dict[str, list[str]] = defaultdict(list)
+    for pid in sorted(all_labels):
+        members[group_of[pid]].append(pid)
     report = PoolReport(available={p: dict(c) for p, c in sorted(all_labels.items())})
     kept: list[Record] = []
-    for pid in sorted(all_labels):
-        cls = by_prompt[pid]
-        n = min(len(cls[HONEST]), len(cls[DECEPTIVE]))
-        report.kept[pid] = n
-        if n == 0:
-            report.empty_class_prompts.append(pid)
-            continue
-        for lab in (HONEST, DECEPTIVE):
-            ranked = sorted(cls[lab], key=lambda r: (_rank(seed, str(r[id_key])), str(r[id_key])))
-            kept.extend(ranked[:n])
+    for gid in sorted(members):
+        n = min(min(len(by_prompt[p][HONEST]), len(by_prompt[p][DECEPTIVE])) for p in members[gid])
+        for pid in members[gid]:
+            report.kept[pid] = n
+            if n == 0:
+                report.empty_class_prompts.append(pid)
+                continue
+            for lab in (HONEST, DECEPTIVE):
+                ranked = sorted(by_prompt[pid][lab], key=lambda r: (_rank(seed, str(r[id_key])), str(r[id_key])))
+                kept.extend(ranked[:n])
     if report.empty_class_prompts:
         log.info(
-            "%d prompt(s) have an empty class and add nothing to the balanced pool: %s",
+            "%d prompt(s) add nothing to the group-balanced pool (a prompt of their group lacks a class): %s",
             len(report.empty_class_prompts),
             ", ".join(f"{scen[p]}/{p} {dict(all_labels[p])}" for p in report.empty_class_prompts[:20]),
         )
@@ -104,10 +115,10 @@ def balance_same_prompt(
     if total < min_per_class:
         detail = "; ".join(f"{scen[p]}/{p}: {dict(all_labels[p])}" for p in sorted(all_labels)) or "no samples"
         raise PoolError(
-            f"The same-prompt balanced pool has {total} sample(s) per class (need >= {min_per_class}): no prompt has "
-            f"both an honest and a deceptive completion. Per scenario/prompt label counts: {detail}. "
-            "Fix: raise --samples-per-prompt, keep temperature at 1.0, add prompts, or use a judge with more recall "
-            "(--primary-judge paraphrase / consortium_majority)."
+            f"The group-balanced pool has {total} sample(s) per class (need >= {min_per_class}): no group has "
+            f"an honest and a deceptive completion under each of its prompts. Per scenario/prompt label counts: "
+            f"{detail}. Fix: raise --samples-per-prompt, keep temperature at 1.0, add prompts, or use a judge with "
+            "more recall (--primary-judge paraphrase / consortium_majority)."
         )
     return kept, report
 

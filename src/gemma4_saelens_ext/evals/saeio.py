@@ -14,7 +14,7 @@ from sae_lens import SAE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_sae", "encode_decode", "random_sae_like", "check_sae_matches", "sae_layer", "decoder_rows"]
+__all__ = ["load_sae", "encode_decode", "random_sae_like", "check_sae_matches", "sae_layer", "decoder_rows", "encode_unit", "ENCODE_UNITS"]
 
 
 def load_sae(spec: Any, *, device: str = "cpu") -> SAE:
@@ -111,3 +111,30 @@ def check_sae_matches(sae: SAE, *, d_model: int | None = None, layer: int | None
 
 def decoder_rows(sae: SAE, latents: list[int]) -> np.ndarray:
     return sae.W_dec[list(latents)].detach().float().cpu().numpy()
+
+
+#: what an SAE is applied to: one residual vector per token (latents then pooled over the completion), or the
+#: completion's pooled residual (an SAE trained on pooled vectors, like the seed release's 38 activations)
+ENCODE_UNITS = ("tokens", "pooled")
+
+
+def encode_unit(sae: SAE, spec: Any = None, override: str = "auto") -> tuple[str, str]:
+    """``(unit, why)``: the suite's ``encode`` setting when not ``auto``; else the SAE's metadata
+    (``activation_unit``); else ``pooled`` for the Gemma 4 behavior releases (their card: trained on pooled
+    completion vectors); else ``tokens`` (SAELens trains on token activations)."""
+    if override != "auto":
+        if override not in ENCODE_UNITS:
+            raise ValueError(f"encode must be auto, tokens or pooled, got {override!r}")
+        return override, "suite setting `encode`"
+    meta = getattr(sae.cfg, "metadata", None)
+    unit = getattr(meta, "activation_unit", None) if meta is not None else None
+    if unit is None and hasattr(meta, "get"):
+        unit = meta.get("activation_unit")
+    if unit in ENCODE_UNITS:
+        return str(unit), "SAE metadata activation_unit"
+    if isinstance(spec, dict) and spec.get("release"):
+        from gemma4_saelens_ext.releases.convention import follows_author_convention
+
+        if follows_author_convention(spec["release"]):
+            return "pooled", "Gemma 4 behavior release (its card: trained on pooled completion activations)"
+    return "tokens", "trained on token activations (SAELens); latents pooled over the completion"

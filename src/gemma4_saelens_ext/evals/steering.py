@@ -13,9 +13,15 @@ one natural spread along the direction (Gemma's residual norm is dominated by a 
 residual-norm push makes a small model's completions incoherent). The sweep default is -2, -1, -0.5, 0, 0.5, 1, 2.
 
 Honest rate = honest / (honest + deceptive) among the judge's decisive labels (ambiguous rate reported beside).
-Each alpha reuses the same sampling seed per batch, so alpha = 0 reproduces unsteered generation exactly.
-Monotonicity: Spearman rho of alpha vs honest rate with an exact permutation p; OLS slope with an exact
-permutation p and a bootstrap CI over prompts.
+Sampling uses the dataset builder's per-row seeded sampler with the same seed per prompt at every alpha, so alpha
+= 0 reproduces unsteered generation exactly and results do not depend on batch size. Monotonicity: Spearman rho
+of alpha vs honest rate with an exact permutation p; OLS slope with an exact permutation p and a bootstrap CI over
+prompt groups.
+
+Controls: the same sweep, at the same scale, along ``n_random`` random unit directions and along the raw
+mean-difference direction. The SAE direction's slope is reported as a percentile of the random slopes: a slope
+that random pushes of the same size also produce (e.g. by breaking the text) is not evidence about the latents.
+The ambiguous rate per alpha shows incoherence (text that names neither role).
 """
 
 from __future__ import annotations
@@ -38,8 +44,9 @@ __all__ = [
     "cosine",
     "honest_rate",
     "sweep_statistics",
-    "generate_completions",
+    "random_directions",
     "run_steering",
+    "slope_percentile",
     "make_judge",
 ]
 
@@ -114,9 +121,11 @@ def honest_rate(labels: Sequence[str]) -> dict[str, float]:
 
 
 def sweep_statistics(
-    alphas: Sequence[float], labels: Sequence[Sequence[str]], *, n_bootstrap: int = 1000, seed: int = 0, alpha_level: float = 0.05
+    alphas: Sequence[float], labels: Sequence[Sequence[str]], *, n_bootstrap: int = 1000, seed: int = 0,
+    alpha_level: float = 0.05, groups: Any = None,
 ) -> dict[str, Any]:
-    """Per-alpha honest rates and monotonicity stats. ``labels[a][i]`` = judge label of prompt i at alphas[a]."""
+    """Per-alpha honest and ambiguous rates and monotonicity stats. ``labels[a][i]`` = judge label of prompt i at
+    alphas[a]. The slope CI resamples prompts, or whole groups of prompts when ``groups`` (one id per prompt)."""
     lab = np.asarray(labels, dtype=object)
     rates = [honest_rate(row) for row in lab]
     r = np.array([x["honest_rate"] for x in rates])
@@ -131,35 +140,21 @@ def sweep_statistics(
         m = np.isfinite(rr)
         return S.slope(al[m], rr[m]) if m.sum() >= 2 else float("nan")
 
-    ci = S.bootstrap_ci(boot_slope, n_prompts, n_bootstrap=n_bootstrap, seed=seed) if n_prompts else (float("nan"),) * 2
+    codes = None
+    if groups is not None:
+        from gemma4_saelens_ext.evals.groups import group_codes
+
+        codes = group_codes(groups, n_prompts)
+    ci = (S.bootstrap_ci(boot_slope, n_prompts, n_bootstrap=n_bootstrap, seed=seed, groups=codes) if n_prompts
+          else (float("nan"),) * 2)
     n_dec = int(sum(x["n_decisive"] for x in rates))
     verdict = (
         f"steering slope = {sl['slope']:.3g} honest-rate/alpha (Spearman rho = {sp['rho']:.3g}, exact permutation "
         f"p = {sp['p']:.3g}; {n_prompts} prompts x {len(al)} alphas, {n_dec} decisive completions): "
-        + ("monotone beyond chance" if sp["p"] < alpha_level else "indistinguishable from no effect")
+        + ("monotone beyond chance" if sp["p"] <= alpha_level else "not significant with this many alphas and prompts")
     )
     return {"alphas": list(map(float, al)), "per_alpha": rates, "spearman": sp, "slope": sl, "slope_ci": ci,
             "n_prompts": n_prompts, "verdict": verdict}
-
-
-@torch.no_grad()
-def generate_completions(
-    lm: Any, prompts: Sequence[str], *, max_new_tokens: int = 12, temperature: float = 1.0, seed: int = 0, batch_size: int = 8
-) -> list[str]:
-    """Sampled completions; ``torch.manual_seed(seed + batch_index)`` before each batch makes runs repeatable."""
-    tok, model = lm.tokenizer, lm.model
-    out: list[str] = []
-    for b, i in enumerate(range(0, len(prompts), batch_size)):
-        enc = tok(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True, padding_side="left")
-        enc = {k: v.to(lm.device) for k, v in enc.items()}
-        torch.manual_seed(seed + b)
-        kw: dict[str, Any] = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens,
-                              "pad_token_id": tok.pad_token_id}
-        if temperature > 0:
-            kw.update(temperature=temperature, top_k=0, top_p=1.0)
-        gen = model.generate(**enc, **kw)
-        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return out
 
 
 def make_judge(name: str = "keyword", scenarios: Sequence[str] | None = None) -> JudgeFn:
@@ -187,10 +182,16 @@ def make_judge(name: str = "keyword", scenarios: Sequence[str] | None = None) ->
     return fn
 
 
+def random_directions(d: int, n: int, seed: int) -> np.ndarray:
+    """``n`` random unit vectors in R^d (Gaussian, normalized): the control directions."""
+    v = np.random.default_rng(seed).standard_normal((n, d))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
 def run_steering(
     lm: Any,
     layer: int,
-    direction: np.ndarray,
+    directions: dict[str, np.ndarray],
     rows: Sequence[dict],
     judge: JudgeFn,
     *,
@@ -201,24 +202,52 @@ def run_steering(
     seed: int = 0,
     batch_size: int = 8,
     n_bootstrap: int = 1000,
-) -> dict[str, Any]:
-    """Generate for each row's ``prompt`` at each alpha with ``alpha * scale * direction`` added, judge, summarize."""
+    groups: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """For each named unit direction, generate every row's ``prompt`` at each alpha with ``alpha * scale * u``
+    added to layer ``layer``, judge, and summarize (:func:`sweep_statistics`).
+
+    Sampling goes through the dataset builder's sampler (one seed per prompt, the same at every alpha and for
+    every direction): results do not depend on batch size, and alpha = 0 is generated once and shared."""
+    from tqdm.auto import tqdm
+
+    from gemma4_saelens_ext.behavior.sampling import generate_completions, make_requests
     from gemma4_saelens_ext.source import steering_hook
 
     if not rows:
         raise ValueError("steering: no prompts")
-    u = torch.as_tensor(np.asarray(direction), dtype=torch.float32)
-    prompts = [r["prompt"] for r in rows]
-    labels, examples = [], {}
-    from tqdm.auto import tqdm
+    reqs = make_requests([(f"{i}:{r['prompt_id']}", r["prompt"]) for i, r in enumerate(rows)], 1, seed)
 
-    for a in tqdm(list(alphas), desc="steering sweep", disable=len(alphas) * len(rows) < 64):
-        with steering_hook(lm, layer, u * float(scale), float(a)):
-            comps = generate_completions(lm, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                                         seed=seed, batch_size=batch_size)
-        labels.append(judge(rows, comps))
-        examples[str(float(a))] = comps[:3]
-    out = sweep_statistics(alphas, labels, n_bootstrap=n_bootstrap, seed=seed)
-    out.update({"scale": float(scale), "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
-                "examples": examples, "judge": getattr(judge, "judge_name", "custom")})
+    def sample() -> list[str]:
+        comps = generate_completions(lm.model, lm.tokenizer, reqs, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, batch_size=batch_size, progress=False)
+        by_key = {c.key: c.completion for c in comps}
+        return [by_key[r.key] for r in reqs]
+
+    zero: list[str] | None = None
+    out: dict[str, dict[str, Any]] = {}
+    for name, u in tqdm(list(directions.items()), desc="steering directions", disable=len(directions) < 3):
+        ut = torch.as_tensor(np.asarray(u), dtype=torch.float32)
+        labels, examples = [], {}
+        for a in alphas:
+            if float(a) == 0.0 and zero is not None:
+                comps = zero
+            else:
+                with steering_hook(lm, layer, ut * float(scale), float(a)):
+                    comps = sample()
+                if float(a) == 0.0:
+                    zero = comps
+            labels.append(judge(rows, comps))
+            examples[str(float(a))] = comps[:3]
+        res = sweep_statistics(alphas, labels, n_bootstrap=n_bootstrap, seed=seed, groups=groups)
+        res["examples"] = examples
+        out[name] = res
     return out
+
+
+def slope_percentile(slope: float, control_slopes: Sequence[float]) -> float:
+    """Share of control (random-direction) slopes strictly below ``slope``, plus half the ties, in [0, 1]."""
+    c = np.asarray([v for v in control_slopes if np.isfinite(v)], dtype=np.float64)
+    if not c.size or not np.isfinite(slope):
+        return float("nan")
+    return float(((c < slope).sum() + 0.5 * (c == slope).sum()) / c.size)
