@@ -22,9 +22,11 @@ def tiny_cfg(tmp_path, **over):
     cfg.model.max_length = 64
     cfg.sae["fit"].update(steps=30, d_sae=640, token_level=False)
     cfg.stats.n_permutations, cfg.stats.n_bootstrap, cfg.stats.probe_permutations = 100, 50, 3
-    cfg.probes.n_splits = 3
+    cfg.probes.n_splits = 2  # the scripted eval split of these families has 2 prompt groups
     cfg.reconstruction.max_texts = 4
     cfg.steering.alphas, cfg.steering.n_prompts, cfg.steering.max_new_tokens = [0.0, 1.0], 2, 4
+    cfg.steering.n_random_directions = 1
+    cfg.stability.mode = "bootstrap"
     cfg.portability.precisions, cfg.portability.max_texts = ["fp32"], 4
     for k, v in over.items():
         setattr(cfg, k, v)
@@ -36,31 +38,55 @@ def test_demo_suite_end_to_end(tmp_path):
     r = json.loads((out / "report.json").read_text())
     for fam in ("reconstruction", "dvalues", "probes", "steering", "stability", "top_latents", "portability"):
         assert fam in r, fam
-    assert r["dvalues"]["train"]["n_permutations"] == 100 and 0 < r["dvalues"]["train"]["p_d_max"] <= 1
+    tr = r["dvalues"]["splits"]["train"]
+    assert tr["n_groups"] >= 2 and tr["null"].startswith("group flips") and 0 < tr["p_d_max"] <= 1
+    prim = r["dvalues"]["primary"]
+    assert prim["selected_on"] == "train" and prim["split"] == "eval" and len(prim["latents"]) == 10
+    assert r["tests"]["primary"]["p"] == prim["p"] and all("p_holm" in o for o in r["tests"]["others"])
+    assert r["sae"]["encode"] == "tokens" and r["control"]["contrast"] == ["V3", "neutral"]
+    assert "random_slope_percentile" in r["steering"] and len(r["steering"]["controls"]) == 2
+    assert r["dataset"]["sizes"]["eval"]["groups"] == prim["n_groups"]
     assert r["versions"]["sae-lens"].startswith("6.")
     assert r["reconstruction"]["lm_loss"]["n_tokens"] > 0
     # fp32 vs fp32 through the same SAE: exactly unchanged
     row = r["portability"]["rows"][0]
     assert row["precision"] == "fp32" and row["ev_drop"] == 0.0 and row["verdict"] == "ok"
     md = (out / "report.md").read_text()
-    assert "indistinguishable from chance" in md or "above chance" in md
+    assert "PRIMARY: replicated d_max" in md and "Holm-adjusted" in md and "groups" in md
+    assert "Positive control" in md and "random direction" in md
     assert (out / "d_hist.png").exists() and (out / "probes.png").exists()
 
 
-def test_steering_alpha_zero_reproduces_unsteered():
-    from gemma4_saelens_ext.evals.steering import generate_completions
+def test_steering_alpha_zero_reproduces_unsteered_and_controls_run():
+    from gemma4_saelens_ext.evals import steering as SG
     from gemma4_saelens_ext.models import load_model
-    from gemma4_saelens_ext.source import steering_hook
 
     lm = load_model("gemma-3-270m", "fp32")
-    prompts = ["You are on team Slug.\nYou answer: '", "The werewolf says: '"]
-    base = generate_completions(lm, prompts, max_new_tokens=5, temperature=1.0, seed=3)
-    with steering_hook(lm, 6, torch.ones(lm.d_model), 0.0):
-        steered0 = generate_completions(lm, prompts, max_new_tokens=5, temperature=1.0, seed=3)
-    assert steered0 == base
-    with steering_hook(lm, 6, torch.ones(lm.d_model) * 50, 1.0):
-        moved = generate_completions(lm, prompts, max_new_tokens=5, temperature=1.0, seed=3)
-    assert moved != base
+    rows = [{"prompt": "You are on team Slug.\nYou answer: '", "prompt_id": "a"},
+            {"prompt": "The werewolf says: '", "prompt_id": "b"}]
+    seen: list[list[str]] = []
+
+    def judge(rs, comps):
+        seen.append(list(comps))
+        return ["ambiguous"] * len(comps)
+
+    d = lm.d_model
+    dirs = {"big": np.ones(d) / np.sqrt(d), "random 0": SG.random_directions(d, 1, 0)[0]}
+    out = SG.run_steering(lm, 6, dirs, rows, judge, scale=400.0, alphas=[0.0, 1.0], max_new_tokens=5, seed=3,
+                          batch_size=1)
+    assert set(out) == {"big", "random 0"}
+    # alpha 0 is generated once and shared; it equals the unsteered builder sampler's output
+    from gemma4_saelens_ext.behavior.sampling import generate_completions, make_requests
+
+    reqs = make_requests([("0:a", rows[0]["prompt"]), ("1:b", rows[1]["prompt"])], 1, 3)
+    plain = {c.key: c.completion for c in generate_completions(lm.model, lm.tokenizer, reqs, max_new_tokens=5,
+                                                                   progress=False)}
+    assert seen[0] == [plain["0:a#0"], plain["1:b#0"]] == seen[2]
+    assert seen[1] != seen[0]  # a push of 400 along the all-ones direction changes the text
+    # batch size does not change the result (one seed per row)
+    again = SG.run_steering(lm, 6, {"big": dirs["big"]}, rows, judge, scale=400.0, alphas=[1.0], max_new_tokens=5,
+                            seed=3, batch_size=2)
+    assert again["big"]["examples"]["1.0"] == out["big"]["examples"]["1.0"]
 
 
 def test_suite_errors_before_long_work(tmp_path):
@@ -70,7 +96,7 @@ def test_suite_errors_before_long_work(tmp_path):
         load_suite({"name": "x", "sae": {"path": "y"}, "dataset": {}})
     cfg = tiny_cfg(tmp_path)
     cfg.probes.n_splits = 50
-    with pytest.raises(ValueError, match="50-fold stratified CV needs >= 50 per class; use n_splits="):
+    with pytest.raises(ValueError, match="50-fold (stratified|grouped) CV needs >= 50"):
         run_suite(cfg, output_dir=str(tmp_path / "r"))
     cfg = tiny_cfg(tmp_path)
     cfg.dataset.eval_split = "nope"

@@ -10,6 +10,7 @@ from sae_lens import TopKSAE, TopKSAEConfig
 from sae_lens.evals import ExplainedVarianceCalculator
 
 from gemma4_saelens_ext.evals import probes as P
+from gemma4_saelens_ext.evals import stats as S
 from gemma4_saelens_ext.evals import reconstruction as R
 from gemma4_saelens_ext.evals import portability as PT
 from gemma4_saelens_ext.evals import stability as ST
@@ -121,14 +122,32 @@ def test_steering_pure_parts():
     assert "monotone beyond chance" in st["verdict"]
 
 
-def test_stability_and_top_examples():
+def test_stability_can_fail_and_top_examples():
     x, y = planted(n=60, k=30, strength=3.0)
-    rep = ST.stability_report(x, y, threshold=0.3)
+    groups = np.arange(60) // 4
+    ref = S.cohens_d(x, y)
+    boot = ST.group_bootstrap_resamples(x, y, groups, ST.DEFAULT_SEEDS)
+    rep = ST.stability_report(ref, boot, threshold=0.3)
     assert [r["seed"] for r in rep["rows"]] == [101, 107, 113]
-    assert all(r["top_overlap"] <= 5 for r in rep["rows"]) and "re-samples" in rep["verdict"]
-    same = ST.stability_report(x, y, fraction=1.0)
-    assert all(r["abs_delta"] < 1e-12 and r["verdict"] == "STABLE" and r["top_overlap"] == 5 for r in same["rows"])
+    assert rep["mode"].startswith("group bootstrap") and "re-samples" in rep["verdict"]
+    # a re-sample with the same rows is STABLE with full overlap (delta computed, not assumed)
+    same = ST.stability_report(ref, [ST.Resample(1, "identity", x, y, 15)])
+    assert same["rows"][0]["abs_delta"] < 1e-12 and same["rows"][0]["top_overlap"] == 5 and same["stable"]
+    # new completions without the signal: d_max falls by far more than 0.3 -> UNSTABLE is reachable
+    x_null = np.random.default_rng(9).normal(size=(60, 30))
+    fail = ST.stability_report(ref, [ST.Resample(2, "regenerated", x_null, y, 15)])
+    assert fail["rows"][0]["verdict"] == "UNSTABLE" and not fail["stable"] and "UNSTABLE" in fail["verdict"]
+    assert fail["rows"][0]["abs_delta"] == pytest.approx(abs(np.abs(S.cohens_d(x_null, y)).max() - np.abs(ref).max()))
+    tiny = ST.stability_report(ref, [ST.Resample(3, "regenerated", x[:3], np.array([1, 0, 0]), 1)])
+    assert tiny["rows"][0]["verdict"] == "INSUFFICIENT" and not tiny["stable"]
     texts = [f"t{i}" for i in range(60)]
     ex = top_examples(np.abs(x), texts, y, [0, 1], [0.5, -0.2], n_examples=2)
     assert ex[0]["latent"] == 0 and len(ex[0]["top_honest"]) == 2
     assert ex[0]["top_honest"][0]["activation"] >= ex[0]["top_honest"][1]["activation"]
+
+
+def test_random_direction_percentile():
+    v = SG.random_directions(16, 8, seed=0)
+    assert v.shape == (8, 16) and np.allclose(np.linalg.norm(v, axis=1), 1)
+    assert SG.slope_percentile(0.5, [0.1, 0.2, 0.6, 0.7]) == 0.5
+    assert SG.slope_percentile(1.0, [0.1, 0.2]) == 1.0 and SG.slope_percentile(0.1, [0.1, 0.2]) == 0.25

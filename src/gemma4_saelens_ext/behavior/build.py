@@ -49,6 +49,7 @@ from gemma4_saelens_ext.behavior.pools import (
     count_table,
     input_variation_split,
     split_groups,
+    stable_order,
 )
 from gemma4_saelens_ext.behavior.sampling import (
     check_max_new_tokens,
@@ -106,7 +107,7 @@ class BuildConfig:
     scenarios: list[str] = field(default_factory=list)
     families: list[str] = field(default_factory=list)
     include_input_variation: bool = True
-    #: keep only the first N prompts of each family (quick builds, tests)
+    #: at most N prompts of each family, taken as whole prompt groups in a seeded order (quick builds, tests)
     max_prompts_per_family: int | None = None
     samples_per_prompt: int = 8
     seed: int = 0
@@ -249,18 +250,30 @@ def _now() -> str:
 
 
 # --------------------------------------------------------------------------------------------------------- steps
+def _whole_groups(prompts: list[Prompt], max_per_family: int, seed: int) -> list[Prompt]:
+    """At most ``max_per_family`` prompts of each family, taken as whole groups (a question with its role-swapped
+    twins, or its template variants) in a seeded order, at least one group per family: a twin is never cut off
+    from its group, so group balance stays possible."""
+    by_fam: dict[str, dict[str, list[Prompt]]] = {}
+    for p in prompts:
+        by_fam.setdefault(p.family, {}).setdefault(p.group or p.id, []).append(p)
+    keep: set[str] = set()
+    for groups in by_fam.values():
+        n = 0
+        for g in stable_order(groups, seed):
+            if n and n + len(groups[g]) > max_per_family:
+                continue
+            keep.update(p.id for p in groups[g])
+            n += len(groups[g])
+    return [p for p in prompts if p.id in keep]
+
+
 def _select_prompts(cfg: BuildConfig) -> list[Prompt]:
     prompts = load_scenarios(
         cfg.scenarios or None, families=cfg.families or None, include_input_variation=cfg.include_input_variation
     )
     if cfg.max_prompts_per_family is not None:
-        seen: dict[str, int] = {}
-        kept = []
-        for p in prompts:
-            seen[p.family] = seen.get(p.family, 0) + 1
-            if seen[p.family] <= cfg.max_prompts_per_family:
-                kept.append(p)
-        prompts = kept
+        prompts = _whole_groups(prompts, cfg.max_prompts_per_family, cfg.seed)
     if not prompts:
         raise BuildError("No prompts selected; check --scenarios / --families / --max-prompts-per-family.")
     return prompts

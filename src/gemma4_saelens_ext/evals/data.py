@@ -29,6 +29,16 @@ def _finish(rows: list[dict]) -> list[dict]:
     return rows
 
 
+#: the builder writes the input-variation rows with split input_neutral / input_V0 / input_V3
+_INPUT_VARIATION = "input_variation"
+
+
+def _in_split(row_split: str, split: str) -> bool:
+    if split == _INPUT_VARIATION:
+        return row_split == split or row_split.startswith("input_")
+    return row_split == split
+
+
 def load_rows(path: str, split: str) -> list[dict]:
     """Rows of ``split`` from a dataset folder (``data/<split>.parquet``), a file (filtered on a ``split``
     column when it has one) or a Hub dataset id. An empty split is an error (said before any model work)."""
@@ -45,8 +55,13 @@ def load_rows(path: str, split: str) -> list[dict]:
             rows = pq.read_table(p).to_pylist()
         else:
             rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-        if rows and "split" in rows[0]:
-            rows = [r for r in rows if str(r.get("split", "")).startswith(split)]
+        if rows and "split" not in rows[0]:
+            raise ValueError(
+                f"dataset file {path} has no `split` column, so split {split!r} cannot be told apart from the others "
+                "(train and eval would be the same rows). Add a split column, or build the dataset with "
+                "`gemma4-sae build-dataset`, which writes one file per split."
+            )
+        rows = [r for r in rows if _in_split(str(r.get("split", "")), split)]
     elif p.is_dir():
         avail = sorted(f.stem for f in (p / "data").glob("*.parquet")) if (p / "data").is_dir() else []
         raise ValueError(f"dataset {path} has no split {split!r}; available: {avail}")

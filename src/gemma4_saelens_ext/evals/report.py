@@ -17,7 +17,7 @@ __all__ = ["to_jsonable", "write_report", "render_markdown", "make_plots"]
 
 
 def to_jsonable(obj: Any) -> Any:
-    """numpy -> python, tuples -> lists, NaN/inf -> None (strict JSON)."""
+    """numpy -> python, tuples -> lists, NaN -> None, +-inf -> "inf"/"-inf" (strict JSON)."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -28,6 +28,8 @@ def to_jsonable(obj: Any) -> Any:
         return int(obj)
     if isinstance(obj, (float, np.floating)):
         f = float(obj)
+        if math.isinf(f):  # a perfectly separating latent's d: kept visible, JSON stays strict
+            return "inf" if f > 0 else "-inf"
         return f if math.isfinite(f) else None
     if isinstance(obj, (np.bool_,)):
         return bool(obj)
@@ -37,6 +39,8 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def _f(v: Any, nd: int = 3) -> str:
+    if v in ("inf", "-inf"):
+        return str(v)
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
     if isinstance(v, (int, np.integer)):
@@ -48,103 +52,203 @@ def _ci(c: Any, nd: int = 3) -> str:
     return f"[{_f(c[0], nd)}, {_f(c[1], nd)}]" if c else "n/a"
 
 
+def _sae_lines(r: dict[str, Any]) -> list[str]:
+    sae = r.get("sae", {})
+    L = [f"SAE: {sae.get('architecture')} d_in={sae.get('d_in')} d_sae={sae.get('d_sae')}, hook {sae.get('hook')} "
+         f"(layer {sae.get('layer')}); {sae.get('kind')}.",
+         f"Encoding: {sae.get('encode')} ({sae.get('encode_reason')}); {r['settings']['pooling']} pooling over the "
+         "completion."]
+    ec = sae.get("encode_convention")
+    if ec:
+        L.append(f"Encode convention check: {ec.get('summary')}")
+    L.append(f"Model: {r['settings']['model']['source']} at {r['settings']['model']['precision']}; dataset: "
+             f"{r['dataset'].get('kind')}.")
+    return L + [""]
+
+
+def _sizes(r: dict[str, Any]) -> list[str]:
+    sizes = r.get("dataset", {}).get("sizes", {})
+    groups_from = r.get("dataset", {}).get("groups_from", {})
+    L = ["Sample sizes (the prompt group is the unit of inference)", "", "split | honest | deceptive | groups | groups from",
+         "---|---|---|---|---"]
+    L += [f"{k} | {v.get('honest', '')} | {v.get('deceptive', '')} | {v.get('groups', '')} | {groups_from.get(k, '')}"
+          for k, v in sizes.items() if "honest" in v]
+    return L + [""]
+
+
+def _tests(r: dict[str, Any]) -> list[str]:
+    t = r.get("tests")
+    if not t:
+        return []
+    L = ["Tests", ""]
+    if t.get("primary"):
+        L += [f"  • PRIMARY: {t['primary']['verdict']}"]
+    L += ["", "other test | raw p | Holm-adjusted p", "---|---|---"]
+    L += [f"{o['name']} | {_f(o['p'], 4)} | {_f(o['p_holm'], 4)}" for o in t["others"]]
+    return L + ["", f"  • {t['note']}", ""]
+
+
+def _dvalues(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    dv = r.get("dvalues")
+    if not dv:
+        return []
+    L = ["d measurements (Cohen's d honest vs deceptive, pooled SD; null = honest/deceptive flipped inside whole "
+         "groups; CI = groups resampled)", "",
+         "split | n (H/D) | groups | d_max | 95% CI (top latent) | chance d_max (mean / 95th pct) | p | count abs(d)>1 | p | "
+         "min. detectable d (80%)", "---|---|---|---|---|---|---|---|---|---"]
+    for k, v in dv["splits"].items():
+        L.append(f"{k} | {v['n_pos']}/{v['n_neg']} | {v['n_groups']} | {_f(v['d_max'])} | {_ci(v['d_max_ci'])} | "
+                 f"{_f(v['null_d_max_mean'])} / {_f(v['null_d_max_q95'])} | {_f(v['p_d_max'], 4)} | {v['n_above']} | "
+                 f"{_f(v['p_n_above'], 4)} | {_f(v['min_detectable_d'])}")
+    L += [""] + [f"  • {k}: {v['verdict']}" for k, v in dv["splits"].items()]
+    for k, v in dv["splits"].items():
+        if v.get("perfectly_separating"):
+            L.append(f"  • {k}: perfectly separating latents (constant within each class, |d| = inf): "
+                     f"{v['perfectly_separating']}")
+    p = dv.get("primary")
+    if p:
+        L += ["", f"Primary test: the top {len(p['latents'])} latents by abs(d) on {p['selected_on']}, measured on "
+              f"{p['split']} ({p['n_pos']}/{p['n_neg']} rows, {p['n_groups']} groups; {p['null']})", "",
+              "latent | d (train) | d (eval) | 95% CI (eval) | FWER p", "---|---|---|---|---"]
+        for j, lat in enumerate(p["latents"]):
+            L.append(f"{lat} | {_f(p['train_d'][j])} | {_f(p['eval_d'][j])} | {_ci(p['eval_d_ci'][j])} | "
+                     f"{_f(p['p_fwer'][j], 4)}")
+        L += ["", f"  • {p['verdict']}"]
+    diag = dv.get("row_level_diagnostic")
+    if diag:
+        L += [f"  • Row-level diagnostic on eval (not a test: {diag['note']}): p(d_max) = {_f(diag['p_d_max'], 4)}, "
+              f"p(count) = {_f(diag['p_n_above'], 4)}"]
+    L += [""]
+    if "d_hist" in plots:
+        L += [f"![d histogram]({plots['d_hist']})", ""]
+    return L
+
+
+def _control(r: dict[str, Any]) -> list[str]:
+    c = r.get("control")
+    if not c:
+        return []
+    if c.get("skipped"):
+        return ["Positive control", "", f"  • skipped: {c['skipped']}", ""]
+    L = [f"Positive control ({c['contrast'][0]} vs {c['contrast'][1]} templates on the same questions)", ""]
+    for k in ("raw", "sae"):
+        v = c[k]
+        L.append(f"  • {v['split']}: d_max {_f(v['d_max'])}, p = {_f(v['p_d_max'], 4)} ({v['n_groups']} groups, "
+                 f"{v['n_pos']}/{v['n_neg']} rows)")
+    return L + [f"  • {c['verdict']}", ""]
+
+
+def _stability(r: dict[str, Any]) -> list[str]:
+    stab = r.get("stability")
+    if not stab:
+        return []
+    L = [f"Stability ({stab['mode']})", ""]
+    for row in stab["rows"]:
+        L.append(f"  • seed={row['seed']}: d_max = {_f(row['d_max'])}, abs delta = {_f(row['abs_delta'])}, top-"
+                 f"{row['top_n']} overlap = {row['top_overlap']}/{row['top_n']}, {row['verdict']} "
+                 f"(n={row['n_pos']}/{row['n_neg']}, {row['n_groups']} groups)")
+    return L + [f"  • reference d_max = {_f(stab['reference_d_max'])}; re-sampled mean ± std = "
+                f"{_f(stab['mean_d_max'])} ± {_f(stab['std_d_max'])}", f"  • {stab['verdict']}", ""]
+
+
+def _steering(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    sg = r.get("steering")
+    if not sg:
+        return []
+    L = ["Steering with the SAE-decoded direction", "",
+         f"  • direction: top-{len(sg['top_latents'])} latents by abs(d) on train {sg['top_latents']}, weighting "
+         f"{sg['weighting']}; scale = {_f(sg['scale'])} ({sg['scale_definition']})",
+         f"  • cos(decoded direction, raw mean difference) = {_f(sg['cosine_decoded_vs_mean_diff'])}",
+         f"  • judge: {sg['judge']}; {sg['n_prompts']} prompts ({sg['n_groups']} groups), {sg['max_new_tokens']} new "
+         f"tokens, temperature {sg['temperature']}", "",
+         "alpha | honest_rate | decisive | ambiguous_rate (incoherence)", "---|---|---|---"]
+    for a, row in zip(sg["alphas"], sg["per_alpha"]):
+        L.append(f"{a:+.1f} | {_f(row['honest_rate'])} | {row['n_decisive']} | {_f(row['ambiguous_rate'])}")
+    L += ["", f"  • slope {_f(sg['slope']['slope'])} (95% CI {_ci(sg['slope_ci'])}, exact permutation p = "
+          f"{_f(sg['slope']['p'], 4)}); Spearman rho = {_f(sg['spearman']['rho'])} (p = {_f(sg['spearman']['p'], 4)})",
+          f"  • {sg['verdict']}", f"  • Control: {sg['control_verdict']}"]
+    md = sg["controls"].get("mean difference (raw)")
+    if md:
+        L.append(f"  • mean-difference direction slope {_f(md['slope'])} (p = {_f(md['p'], 4)})")
+    L += [""]
+    if "steering" in plots:
+        L += [f"![steering]({plots['steering']})", ""]
+    return L
+
+
+def _top_latents(r: dict[str, Any]) -> list[str]:
+    tl = r.get("top_latents")
+    if not tl:
+        return []
+    L = [f"Top latents by abs(d) with examples (split {tl['split']})", ""]
+    for e in tl["latents"]:
+        L.append(f"  • latent {e['latent']}, d={_f(e.get('d'))}")
+        for cls in ("honest", "deceptive"):
+            for ex in e[f"top_{cls}"][:1]:
+                L.append(f"    • top {cls} ({_f(ex['activation'])}): {json.dumps(ex['text'])}")
+    return L + [""]
+
+
+def _probes(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    pr = r.get("probes")
+    if not pr:
+        return []
+    r0 = pr["results"][0]
+    L = [f"Probe comparison ({r0['n_splits']}-fold {r0['folds']}, split {pr['split']}, {r0['n_pos']} honest / "
+         f"{r0['n_neg']} deceptive, {r0['n_groups']} groups; null = whole groups' labels flipped)", "",
+         "representation | balanced accuracy | 95% CI | p | AUROC | 95% CI | p", "---|---|---|---|---|---|---"]
+    for p in pr["results"]:
+        L.append(f"{p['name']} | {_f(p['balanced_accuracy'])} ± {_f(p['balanced_accuracy_std'])} | "
+                 f"{_ci(p['balanced_accuracy_ci'])} | {_f(p['p_balanced_accuracy'], 3)} | {_f(p['auroc'])} | "
+                 f"{_ci(p['auroc_ci'])} | {_f(p['p_auroc'], 3)}")
+    L += ["", *[f"  • {p['verdict']}" for p in pr["results"]], f"  • Lexical baseline: {pr['lexical_comparison']}.", ""]
+    if "probes" in plots:
+        L += [f"![probes]({plots['probes']})", ""]
+    return L
+
+
+def _reconstruction(r: dict[str, Any]) -> list[str]:
+    rec = r.get("reconstruction")
+    if not rec:
+        return []
+    L = [f"SAE quality (split {rec.get('split')})", "", f"  • explained variance: {_f(rec['explained_variance'], 4)}",
+         f"  • L0 (mean active latents per {rec['unit'].split(' ')[0].rstrip('s')}): {_f(rec['l0'], 2)}",
+         f"  • alive latents: {rec['alive']} / {rec['d_sae']}", f"  • MSE (per element): {_f(rec['mse'], 5)}",
+         f"  • evaluated on: {rec['n_samples']} {rec['unit']}"]
+    lm = rec.get("lm_loss")
+    if lm:
+        L += [f"  • LM loss clean / SAE spliced / zero-ablated: {_f(lm['ce_clean'])} / {_f(lm['ce_spliced'])} / "
+              f"{_f(lm['ce_zero_ablation'])} (CE loss score {_f(lm['ce_loss_score'])}, {lm['n_tokens']} tokens)"]
+    return L + [""]
+
+
+def _portability(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    pt = r.get("portability")
+    if not pt:
+        return []
+    L = [f"Portability (same {pt['n_texts']} texts, token level, through this SAE; training precision "
+         f"{pt['training_precision']}; retrain if EV drop > {pt['rule']['max_ev_drop']:.0%} or alive shift > "
+         f"{pt['rule']['max_alive_shift']:.0%})", "",
+         "precision | EV | L0 | alive | MSE | EV drop | alive shift | verdict", "---|---|---|---|---|---|---|---"]
+    for row in pt["rows"]:
+        if row["verdict"] == "unavailable":
+            L.append(f"{row['precision']} | n/a | n/a | n/a | n/a | n/a | n/a | unavailable ({row.get('error', '')[:80]})")
+        else:
+            L.append(f"{row['precision']} | {_f(row['explained_variance'], 4)} | {_f(row['l0'], 2)} | {row['alive']} | "
+                     f"{_f(row['mse'], 5)} | {row['ev_drop']:+.1%} | {row['alive_shift']:+.1%} | {row['verdict']}")
+    L += [""]
+    if "portability" in plots:
+        L += [f"![portability]({plots['portability']})", ""]
+    return L
+
+
 def render_markdown(r: dict[str, Any], plots: dict[str, str]) -> str:
     L: list[str] = [f"# Eval report: {r['suite']}", ""]
-    sae = r.get("sae", {})
-    L += [f"SAE: {sae.get('architecture')} d_in={sae.get('d_in')} d_sae={sae.get('d_sae')}, hook {sae.get('hook')} "
-          f"(layer {sae.get('layer')}); {sae.get('kind')}.",
-          f"Model: {r['settings']['model']['source']} at {r['settings']['model']['precision']}; pooling: "
-          f"{r['settings']['pooling']}; dataset: {r['dataset'].get('kind')}.", ""]
-    sizes = r.get("sample_sizes", {})
-    if sizes:
-        L += ["Sample sizes", "", "split | honest | deceptive", "---|---|---"]
-        L += [f"{k} | {v['honest']} | {v['deceptive']}" for k, v in sizes.items() if isinstance(v, dict)]
-        L += [""]
+    L += _sae_lines(r) + _sizes(r)
     if r.get("warnings"):
         L += ["Warnings", ""] + [f"  • {w}" for w in dict.fromkeys(r["warnings"])] + [""]
-    rec = r.get("reconstruction")
-    if rec:
-        L += ["SAE quality", "", f"  • explained variance: {_f(rec['explained_variance'], 4)}",
-              f"  • L0 (mean active latents per {rec['unit'].split(' ')[0].rstrip('s')}): {_f(rec['l0'], 2)}",
-              f"  • alive latents: {rec['alive']} / {rec['d_sae']}", f"  • MSE (per element): {_f(rec['mse'], 5)}",
-              f"  • evaluated on: {rec['n_samples']} {rec['unit']}"]
-        lm = rec.get("lm_loss")
-        if lm:
-            L += [f"  • LM loss clean / SAE spliced / zero-ablated: {_f(lm['ce_clean'])} / {_f(lm['ce_spliced'])} / "
-                  f"{_f(lm['ce_zero_ablation'])} (CE loss score {_f(lm['ce_loss_score'])}, {lm['n_tokens']} tokens)"]
-        L += [""]
-    dv = r.get("dvalues")
-    if dv:
-        L += ["d measurements (Cohen's d honest vs deceptive, pooled SD; null = label permutations)", "",
-              "split | n (H/D) | d_max | 95% CI (top latent) | chance d_max (mean / 95th pct) | p | count abs(d)>1 | p | verdict",
-              "---|---|---|---|---|---|---|---|---"]
-        for k, v in dv.items():
-            L.append(f"{k} | {v['n_pos']}/{v['n_neg']} | {_f(v['d_max'])} | {_ci(v['d_max_ci'])} | "
-                     f"{_f(v['null_d_max_mean'])} / {_f(v['null_d_max_q95'])} | {_f(v['p_d_max'], 4)} | {v['n_above']} | "
-                     f"{_f(v['p_n_above'], 4)} | {v['verdict'].split(' (')[0]}")
-        L += ["", *[f"  • {k}: {v['verdict']}" for k, v in dv.items()], ""]
-        if "d_hist" in plots:
-            L += [f"![d histogram]({plots['d_hist']})", ""]
-    stab = r.get("stability")
-    if stab:
-        L += ["Stability (re-sampled pool)", ""]
-        for row in stab["rows"]:
-            L.append(f"  • seed={row['seed']}: d_max = {_f(row['d_max'])}, abs delta = {_f(row['abs_delta'])}, top-"
-                     f"{row['top_n']} latent overlap = {row['top_overlap']}/{row['top_n']}, verdict = {row['verdict']} "
-                     f"({row['resample']}, n={row['n_pos']}/{row['n_neg']})")
-        L += [f"  • reference d_max = {_f(stab['reference_d_max'])}; re-sampled mean ± std = "
-              f"{_f(stab['mean_d_max'])} ± {_f(stab['std_d_max'])} (n={len(stab['rows'])})", f"  • {stab['verdict']}", ""]
-    sg = r.get("steering")
-    if sg:
-        L += ["Steering with the SAE-decoded direction", "",
-              f"  • direction: top-{len(sg['top_latents'])} latents by abs(d) {sg['top_latents']}, weighting "
-              f"{sg['weighting']}; scale = {_f(sg['scale'])} ({sg['scale_definition']})",
-              f"  • cos(decoded direction, raw mean difference) = {_f(sg['cosine_decoded_vs_mean_diff'])}",
-              f"  • judge: {sg['judge']}; {sg['n_prompts']} prompts, {sg['max_new_tokens']} new tokens, temperature {sg['temperature']}",
-              "", "alpha | honest_rate | decisive | ambiguous_rate", "---|---|---|---"]
-        for a, row in zip(sg["alphas"], sg["per_alpha"]):
-            L.append(f"{a:+.1f} | {_f(row['honest_rate'])} | {row['n_decisive']} | {_f(row['ambiguous_rate'])}")
-        L += ["", f"  • slope {_f(sg['slope']['slope'])} (95% CI {_ci(sg['slope_ci'])}, exact permutation p = "
-              f"{_f(sg['slope']['p'], 4)}); Spearman rho = {_f(sg['spearman']['rho'])} (p = {_f(sg['spearman']['p'], 4)})",
-              f"  • {sg['verdict']}", ""]
-        if "steering" in plots:
-            L += [f"![steering]({plots['steering']})", ""]
-    tl = r.get("top_latents")
-    if tl:
-        L += [f"Top latents by abs(d) with examples (split {tl['split']})", ""]
-        for e in tl["latents"]:
-            L.append(f"  • latent {e['latent']}, d={_f(e.get('d'))}")
-            for cls in ("honest", "deceptive"):
-                for ex in e[f"top_{cls}"][:1]:
-                    L.append(f"    • top {cls} ({_f(ex['activation'])}): {json.dumps(ex['text'])}")
-        L += [""]
-    pr = r.get("probes")
-    if pr:
-        L += [f"Probe comparison ({pr['results'][0]['n_splits']}-fold CV logistic, split {pr['split']}, "
-              f"n={pr['results'][0]['n_pos']}/class honest, {pr['results'][0]['n_neg']} deceptive)", "",
-              "representation | balanced accuracy | 95% CI | p | AUROC | 95% CI | p", "---|---|---|---|---|---|---"]
-        for p in pr["results"]:
-            L.append(f"{p['name']} | {_f(p['balanced_accuracy'])} ± {_f(p['balanced_accuracy_std'])} | "
-                     f"{_ci(p['balanced_accuracy_ci'])} | {_f(p['p_balanced_accuracy'], 3)} | {_f(p['auroc'])} | "
-                     f"{_ci(p['auroc_ci'])} | {_f(p['p_auroc'], 3)}")
-        L += ["", *[f"  • {p['verdict']}" for p in pr["results"]], f"  • Lexical baseline: {pr['lexical_comparison']}.", ""]
-        if "probes" in plots:
-            L += [f"![probes]({plots['probes']})", ""]
-    pt = r.get("portability")
-    if pt:
-        L += [f"Portability (same {pt['n_texts']} texts, token level, through this SAE; training precision "
-              f"{pt['training_precision']}; retrain if EV drop > {pt['rule']['max_ev_drop']:.0%} or alive shift > "
-              f"{pt['rule']['max_alive_shift']:.0%})", "",
-              "precision | EV | L0 | alive | MSE | EV drop | alive shift | verdict", "---|---|---|---|---|---|---|---"]
-        for row in pt["rows"]:
-            if row["verdict"] == "unavailable":
-                L.append(f"{row['precision']} | n/a | n/a | n/a | n/a | n/a | n/a | unavailable ({row.get('error', '')[:80]})")
-            else:
-                L.append(f"{row['precision']} | {_f(row['explained_variance'], 4)} | {_f(row['l0'], 2)} | {row['alive']} | "
-                         f"{_f(row['mse'], 5)} | {row['ev_drop']:+.1%} | {row['alive_shift']:+.1%} | {row['verdict']}")
-        L += [""]
-        if "portability" in plots:
-            L += [f"![portability]({plots['portability']})", ""]
+    L += _tests(r) + _reconstruction(r) + _dvalues(r, plots) + _control(r) + _stability(r) + _steering(r, plots)
+    L += _top_latents(r) + _probes(r, plots) + _portability(r, plots)
     L += ["Versions: " + ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items()), ""]
     return "\n".join(L)
 
@@ -163,7 +267,7 @@ def make_plots(r: dict[str, Any], out: Path) -> dict[str, str]:
             d = np.abs(np.asarray(d, dtype=float))
             ax.hist(d[d > 0], bins=40, alpha=0.6, label="abs(d), all latents", density=True)
             if k in nulls:
-                ax.hist(nulls[k], bins=30, alpha=0.6, label="null d_max (shuffled labels)", density=True)
+                ax.hist(nulls[k], bins=30, alpha=0.6, label="null d_max (group flips)", density=True)
             ax.axvline(d.max(), color="k", ls="--", label=f"observed d_max {d.max():.2f}")
             ax.set_title(k, fontsize=9)
             ax.set_xlabel("abs(Cohen's d)")
@@ -193,7 +297,7 @@ def make_plots(r: dict[str, Any], out: Path) -> dict[str, str]:
     if sg:
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         ax.plot(sg["alphas"], [p["honest_rate"] if p["honest_rate"] is not None else np.nan for p in sg["per_alpha"]], "o-")
-        ax.set_xlabel("alpha (x mean residual norm)")
+        ax.set_xlabel("alpha (x steering scale)")
         ax.set_ylabel("honest rate")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"rho={_f(sg['spearman']['rho'], 2)}, p={_f(sg['spearman']['p'], 3)}", fontsize=9)

@@ -53,7 +53,9 @@ class DemoConfig:
     #: many samples of few prompts: Gemma 3 270M drifts from its role in ~10% of samples, and the same-prompt
     #: balanced pool needs both classes under one prompt
     samples_per_prompt: int = 16
-    max_prompts: int | None = 3
+    #: prompts per family, taken as whole prompt groups (4 = two groups of role-swapped twins, so every family
+    #: has a group in train and one in eval)
+    max_prompts: int | None = 4
     max_new_tokens: int = 24
     families: list[str] = field(default_factory=list)
     training_tokens: int | None = None
@@ -113,6 +115,13 @@ def summary_table(stages: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{name:<10} {s['status']:<9} {'' if sec is None else f'{sec:9.1f}':>9}  {info}")
     lines.append(f"{'total':<10} {'':<9} {total:9.1f}")
     return "\n".join(lines)
+
+
+def _n_groups(dataset_dir: Path, split: str) -> int:
+    import pyarrow.parquet as pq
+
+    f = dataset_dir / "data" / f"{split}.parquet"
+    return len(set(pq.read_table(f, columns=["group"]).column("group").to_pylist())) if f.exists() else 0
 
 
 def _split_sizes(dataset_dir: Path, split: str) -> tuple[int, int]:
@@ -214,22 +223,30 @@ def _suite_overrides(cfg: DemoConfig, d: Path) -> tuple[Any, str]:
         suite.probes.n_splits = 3
         suite.reconstruction.max_texts = 4
         suite.steering.alphas, suite.steering.n_prompts, suite.steering.max_new_tokens = [-1.0, 0.0, 1.0], 2, 4
+        suite.steering.n_random_directions = 2
         suite.stability.seeds = [101, 107]
         suite.portability.precisions, suite.portability.max_texts = ["nf4", "fp32"], 4
         min_n = 3
     ds = d / "dataset"
     sizes = {s: _split_sizes(ds, s) for s in ("train", "eval")}
-    if all(min(h, dc) >= min_n for h, dc in sizes.values()):
+    if all(min(h, dc) >= min_n for h, dc in sizes.values()) and _n_groups(ds, "eval") >= 2:
         suite.dataset.path = str(ds)
+        # grouped CV needs a prompt group per fold: never more folds than eval groups
+        suite.probes.n_splits = max(2, min(suite.probes.n_splits, _n_groups(ds, "eval")))
         suite.dataset.scripted_families = None
         kind = f"built dataset {ds} (train/eval honest,deceptive = {sizes})"
     else:
         # the tiny budgets can leave too few labelled rows; evaluate the trained SAE on the scripted demo rows
         kind = (
             f"scripted demo families {suite.dataset.scripted_families} (the built dataset has {sizes} honest/deceptive "
-            f"rows in train/eval, fewer than {min_n} per class; raise --samples-per-prompt/--max-prompts)"
+            f"rows in train/eval, fewer than {min_n} per class or under 2 eval prompt groups; raise "
+            "--samples-per-prompt/--max-prompts)"
         )
         logger.warning("eval: %s", kind)
+        from gemma4_saelens_ext.evals.data import scripted_rows
+
+        ev = scripted_rows(suite.dataset.scripted_families, seed=suite.seed)["eval"]
+        suite.probes.n_splits = max(2, min(suite.probes.n_splits, len({r["group"] for r in ev})))
     return suite, kind
 
 
