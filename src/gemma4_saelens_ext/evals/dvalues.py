@@ -33,36 +33,48 @@ class CellMoments:
     """Per-(group, label) sums of a column-centred matrix: everything a flip or a group resample needs."""
 
     def __init__(self, acts: Any, y: Any, groups: Any):
-        x = S._as_2d_float(acts).astype(np.float64)
+        x = S._as_2d_float(acts)
         self.y = np.asarray(y).astype(np.int64)
         if x.shape[0] != len(self.y):
             raise ValueError(f"acts has {x.shape[0]} rows but y has {len(self.y)} labels")
         codes = G.group_codes(groups, len(self.y))
         self.n_groups = int(codes.max()) + 1 if len(codes) else 0
-        x = x - x.mean(0, keepdims=True)
         cell = codes * 2 + self.y
         n_cells = 2 * self.n_groups
+        # per-cell sums of the column-centred data in float64, a block of columns at a time (bounded temporaries),
+        # by sorting rows into cells and reducing contiguous runs (np.add.at is ~50x slower)
+        order = np.argsort(cell, kind="stable")
+        present, starts = np.unique(cell[order], return_index=True)
         self.S = np.zeros((n_cells, x.shape[1]))
         self.Q = np.zeros((n_cells, x.shape[1]))
-        np.add.at(self.S, cell, x)
-        np.add.at(self.Q, cell, x * x)
+        for j in range(0, x.shape[1], 512):
+            xb = x[order, j : j + 512].astype(np.float64)
+            xb -= xb.mean(0, keepdims=True)
+            self.S[present, j : j + 512] = np.add.reduceat(xb, starts, axis=0)
+            xb *= xb
+            self.Q[present, j : j + 512] = np.add.reduceat(xb, starts, axis=0)
         self.N = np.bincount(cell, minlength=n_cells).astype(np.float64)
-        self.cell_y = np.tile([0, 1], self.n_groups)
-        self.cell_g = np.repeat(np.arange(self.n_groups), 2)
         self.tot_s, self.tot_q, self.n = self.S.sum(0), self.Q.sum(0), float(len(self.y))
+        # per group: honest-cell and deceptive-cell sums ([G, k]); a flip swaps the two for its group
+        self.S1, self.S0, self.Q1, self.Q0 = self.S[1::2], self.S[0::2], self.Q[1::2], self.Q[0::2]
+        self.N1, self.N0 = self.N[1::2], self.N[0::2]
 
     def flipped_d(self, flips: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-        """``[B, k]`` d under ``[B, G]`` group flips (row 0 of an all-zero flip = the observed d)."""
-        w1 = (self.cell_y[None, :] ^ flips[:, self.cell_g]).astype(np.float64)
-        s1, q1, n1 = w1 @ self.S, w1 @ self.Q, (w1 @ self.N)[:, None]
+        """``[B, k]`` d under ``[B, G]`` group flips (an all-zero flip row = the observed d).
+
+        Honest sums after flipping: the unflipped groups' honest cells plus the flipped groups' deceptive cells,
+        i.e. ``sum(S1) + F @ (S0 - S1)``: one ``[B, G] @ [G, k]`` product per moment."""
+        f = flips.astype(np.float64)
+        s1 = self.S1.sum(0) + f @ (self.S0 - self.S1)
+        q1 = self.Q1.sum(0) + f @ (self.Q0 - self.Q1)
+        n1 = (self.N1.sum() + f @ (self.N0 - self.N1))[:, None]
         return S._d_from_moments(s1, q1, n1, self.tot_s - s1, self.tot_q - q1, self.n - n1, eps)
 
     def resampled_d(self, counts: np.ndarray, eps: float = 1e-8) -> np.ndarray:
         """``[B, k]`` d when group g is drawn ``counts[b, g]`` times."""
-        w = counts[:, self.cell_g].astype(np.float64)
-        w1, w0 = w * self.cell_y, w * (1 - self.cell_y)
-        return S._d_from_moments(w1 @ self.S, w1 @ self.Q, (w1 @ self.N)[:, None], w0 @ self.S, w0 @ self.Q,
-                                 (w0 @ self.N)[:, None], eps)
+        c = counts.astype(np.float64)
+        return S._d_from_moments(c @ self.S1, c @ self.Q1, (c @ self.N1)[:, None], c @ self.S0, c @ self.Q0,
+                                 (c @ self.N0)[:, None], eps)
 
 
 def _chunked(fn: Any, mats: np.ndarray, reduce: Any, chunk: int = 256) -> list[Any]:
