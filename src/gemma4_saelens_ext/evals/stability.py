@@ -69,9 +69,10 @@ def regenerate_rows(
     max_new_tokens: int,
     temperature: float = 1.0,
     batch_size: int = 16,
+    balance: bool = True,
 ) -> list[dict]:
     """New completions for the distinct prompts of ``rows`` at base seed ``seed`` (the dataset builder's sampler:
-    one seed per row, so results do not depend on batch size), judged, then balanced per group."""
+    one seed per row, so results do not depend on batch size), judged, then balanced per group (``balance``)."""
     from gemma4_saelens_ext.behavior.pools import balance_same_prompt
     from gemma4_saelens_ext.behavior.sampling import generate_completions, make_requests
 
@@ -86,6 +87,8 @@ def regenerate_rows(
     new = [{**b, "completion": c.completion, "text": b["prompt"] + c.completion, "completion_start": len(b["prompt"]),
             "label": lab, "key": c.key, "sample_seed": c.sample_seed}
            for b, c, lab in zip(base, comps, labels)]
+    if not balance:
+        return new
     pool, _ = balance_same_prompt(new, seed=seed, min_per_class=0)
     return list(pool)
 
