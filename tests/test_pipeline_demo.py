@@ -58,6 +58,13 @@ def test_demo_end_to_end_and_resume(tmp_path: Path, capsys):
     again = json.loads((out / "stages.json").read_text())["stages"]
     assert [again[s]["status"] for s in STAGES] == ["reused"] * 4
 
+    # a changed setting redoes its stage and every later one, and only those
+    suite = tmp_path / "my_suite.yaml"
+    shutil.copyfile(Path(__file__).parents[1] / "evals" / "demo.yaml", suite)
+    assert main(["demo", "--out", str(out), *QUICK, "--suite", str(suite)]) == 0
+    third = json.loads((out / "stages.json").read_text())["stages"]
+    assert [third[s]["status"] for s in STAGES] == ["reused", "reused", "done", "done"]
+
     # a failing stage: recorded with its error, earlier outputs kept, non-zero exit
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -68,6 +75,20 @@ def test_demo_end_to_end_and_resume(tmp_path: Path, capsys):
     assert rec["dataset"]["status"] == "reused" and (bad / "dataset" / "manifest.json").exists()
     assert rec["train"]["status"] == "failed" and "missing.yaml" in rec["train"]["error"]
     assert "eval" not in rec or rec["eval"]["status"] != "done"
+
+
+def test_stage_hashes_follow_the_settings_each_stage_depends_on():
+    from gemma4_saelens_ext.pipeline.demo import stage_hashes
+
+    base = stage_hashes(DemoConfig())
+    assert stage_hashes(DemoConfig()) == base
+    int8 = stage_hashes(DemoConfig(precision="int8"))
+    assert all(int8[s] != base[s] for s in STAGES)  # the dataset and everything after it
+    suite = stage_hashes(DemoConfig(suite="other.yaml"))
+    assert [suite[s] == base[s] for s in STAGES] == [True, True, False, False]
+    tokens = stage_hashes(DemoConfig(training_tokens=1000))
+    assert [tokens[s] == base[s] for s in STAGES] == [True, False, False, False]
+    assert stage_hashes(DemoConfig(progress=False)) == base  # display-only settings change nothing
 
 
 def test_disk_space_checked_up_front(tmp_path: Path):

@@ -1,6 +1,8 @@
 """``gemma4-sae demo``: behavior dataset -> TopK SAE (SAELens runner) -> eval suite -> model card, in one folder.
 
-Stages (each writes under ``--out``, default ``runs/demo``; a stage whose output exists is reused unless ``--fresh``):
+Stages (each writes under ``--out``, default ``runs/demo``). A finished stage is reused only when the settings it
+depends on are unchanged (a chained hash per stage in ``stages.json``): changing ``--precision`` redoes the dataset
+and every later stage; ``--fresh`` redoes everything.
 
 1. ``dataset``: :func:`gemma4_saelens_ext.behavior.build_dataset` on the chosen model/precision -> ``DIR/dataset``
 2. ``train``: :func:`gemma4_saelens_ext.training.train` with the demo config, ``runner.dataset_path`` = the built
@@ -30,7 +32,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "DemoError", "run_demo", "STAGES", "check_disk", "summary_table"]
+__all__ = ["DemoConfig", "DemoError", "run_demo", "STAGES", "check_disk", "summary_table", "stage_hashes"]
 
 STAGES = ("dataset", "train", "eval", "export")
 DEMO_TRAIN_CONFIG = "training_configs/demo_gemma3_270m_nf4.yaml"
@@ -294,6 +296,29 @@ _DONE_MARKERS = {
     "dataset": "dataset/manifest.json", "train": "sae/cfg.json", "eval": "report/report.json",
     "export": "release/README.md",
 }  # fmt: skip
+#: the DemoConfig fields each stage's output depends on (besides the stages before it)
+_STAGE_SETTINGS = {
+    "dataset": ("model", "precision", "samples_per_prompt", "max_prompts", "max_new_tokens", "families", "seed", "quick"),
+    "train": ("layer", "config", "training_tokens", "train_overrides"),
+    "eval": ("suite",),
+    "export": (),
+}  # fmt: skip
+#: each stage's outputs under --out (removed when the stage must be redone with other settings)
+_STAGE_OUTPUTS = {"dataset": ("dataset",), "train": ("sae_data", "sae", "sae_checkpoints"), "eval": ("report",),
+                  "export": ("release",)}  # fmt: skip
+
+
+def stage_hashes(cfg: DemoConfig) -> dict[str, str]:
+    """A hash per stage of the settings it depends on, chained: a change upstream changes every later hash."""
+    import hashlib
+
+    out, prev = {}, ""
+    conf = asdict(cfg)
+    for name in STAGES:
+        payload = json.dumps({"upstream": prev, **{k: conf[k] for k in _STAGE_SETTINGS[name]}}, sort_keys=True,
+                             default=str)
+        prev = out[name] = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return out
 
 
 def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
@@ -313,12 +338,18 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[st
     stages: dict[str, dict[str, Any]] = state.get("stages", {})
     state.update(config=asdict(cfg), free_disk_gb=round(free, 1))
     failed: str | None = None
+    hashes = stage_hashes(cfg)
     for name in STAGES:
-        done = (d / _DONE_MARKERS[name]).exists() and stages.get(name, {}).get("status") in ("done", "reused")
-        if done:
-            stages[name] = {**stages[name], "status": "reused"}
-            echo(f"[demo] {name}: reusing {stages[name].get('output')} (--fresh to redo)")
+        prev = stages.get(name, {})
+        done = (d / _DONE_MARKERS[name]).exists() and prev.get("status") in ("done", "reused")
+        if done and prev.get("settings_hash") == hashes[name]:
+            stages[name] = {**prev, "status": "reused"}
+            echo(f"[demo] {name}: reusing {prev.get('output')} (--fresh to redo)")
             continue
+        if prev and prev.get("settings_hash") not in (None, hashes[name]):
+            echo(f"[demo] {name}: settings changed since the last run; redoing it")
+            for o in _STAGE_OUTPUTS[name]:
+                shutil.rmtree(d / o, ignore_errors=True)
         echo(f"[demo] {name}: running")
         t0 = time.perf_counter()
         stages[name] = {"status": "running"}
@@ -326,7 +357,8 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[st
         _atomic_json(sj, state)
         try:
             info = _RUNNERS[name](cfg, d)
-            stages[name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 2), **info}
+            stages[name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 2),
+                            "settings_hash": hashes[name], **info}
         except Exception as e:  # noqa: BLE001 - recorded, then re-raised as DemoError
             stages[name] = {
                 "status": "failed",
