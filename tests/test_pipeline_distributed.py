@@ -104,3 +104,24 @@ def test_torchrun_two_ranks_equals_one_process(tiny, tmp_path: Path):
     assert len(merged) == len(ref) == len(TEXTS)
     for a, b in zip(merged, ref):
         assert a.dtype == torch.float32 and torch.equal(a, b)
+
+
+def test_dataset_folder_texts_are_read_once(tmp_path: Path):
+    """A behavior dataset folder holds every completion in data/all.parquet and again in its split files: extract
+    reads each text once."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gemma4_saelens_ext.pipeline.distributed import read_texts
+
+    (tmp_path / "data").mkdir()
+    rows = [{"text": f"t{i}", "split": "train" if i < 3 else "eval"} for i in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data" / "all.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[:3]), tmp_path / "data" / "train.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[3:]), tmp_path / "data" / "eval.parquet")
+    assert read_texts(tmp_path) == [f"t{i}" for i in range(5)]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:2]), plain / "a.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[2:]), plain / "b.parquet")
+    assert read_texts(plain) == [f"t{i}" for i in range(5)]

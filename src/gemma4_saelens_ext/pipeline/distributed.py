@@ -116,8 +116,11 @@ def load_activations(path: str | Path) -> tuple[torch.Tensor | list[torch.Tensor
 
 def read_texts(path: str | Path, column: str = "text") -> list[str]:
     """Texts from ``.txt`` (one per line), ``.jsonl``/``.json`` (strings or objects with ``column``), ``.parquet``,
-    or a behavior dataset folder (its ``*.parquet`` splits, sorted by name)."""
+    or a folder: a behavior dataset folder gives every completion once (``data/all.parquet``; its split files hold
+    the same rows again), any other folder its ``*.parquet`` files, sorted by name."""
     p = Path(path)
+    if p.is_dir() and (p / "data" / "all.parquet").is_file():
+        return read_texts(p / "data" / "all.parquet", column)
     if p.is_dir():
         files = sorted(p.glob("*.parquet")) or sorted(p.glob("**/*.parquet"))
         if not files:
