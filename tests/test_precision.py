@@ -10,11 +10,35 @@ def test_nf4_is_the_seed_setting():
     assert q.bnb_4bit_compute_dtype == torch.float16
 
 
+#: what each preset must give, written out independently of the preset table:
+#: (dtype kwarg, 4-bit?, 8-bit?, 4-bit compute dtype)
+EXPECTED = {
+    "nf4": ("auto", True, False, torch.float16),
+    "nf4-bf16": (torch.bfloat16, True, False, torch.bfloat16),
+    "int8": ("auto", False, True, None),
+    "fp16": (torch.float16, False, False, None),
+    "bf16": (torch.bfloat16, False, False, None),
+    "fp32": (torch.float32, False, False, None),
+}
+
+
+def test_preset_names_are_the_documented_ones():
+    assert tuple(EXPECTED) == PRECISIONS
+
+
 @pytest.mark.parametrize("name", PRECISIONS)
-def test_every_preset_builds_kwargs(name):
+def test_every_preset_builds_the_expected_kwargs(name):
+    dtype, four, eight, compute = EXPECTED[name]
     kw = from_pretrained_kwargs(name)
-    assert "dtype" in kw
-    assert ("quantization_config" in kw) == get_precision(name).quantized
+    assert kw["dtype"] == dtype
+    q = kw.get("quantization_config")
+    if not (four or eight):
+        assert q is None and set(kw) == {"dtype"}
+        return
+    assert q.load_in_4bit == four and q.load_in_8bit == eight
+    if four:
+        assert q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant and q.bnb_4bit_compute_dtype == compute
+    assert from_pretrained_kwargs(name.upper()) == kw  # names are case-insensitive
 
 
 def test_int8_and_bf16_compute():
