@@ -1,0 +1,37 @@
+"""The shipped configs are package data addressable by name, and the repository's top-level folders are the same
+files (one source of truth). CI additionally installs the built wheel outside the checkout (scripts/check_wheel.sh)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gemma4_saelens_ext.paths import CONFIG_DIRS, resolve_project_file, shipped_configs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("folder", ["training_configs", "evals"])
+def test_top_level_folder_is_the_package_folder(folder):
+    top = REPO / folder
+    assert top.resolve() == CONFIG_DIRS[folder].resolve()  # a link, so the two can never differ
+    assert sorted(p.name for p in top.glob("*.yaml")) == sorted(f"{n}.yaml" for n in shipped_configs(folder))
+    assert len(shipped_configs(folder)) >= 2
+
+
+def test_every_shipped_config_and_suite_resolves_by_name(tmp_path, monkeypatch):
+    from gemma4_saelens_ext.evals import load_suite
+    from gemma4_saelens_ext.training import load_training_config
+
+    monkeypatch.chdir(tmp_path)  # outside the checkout
+    for name in shipped_configs("training_configs"):
+        spec = load_training_config(name)
+        assert spec is not None and resolve_project_file(f"training_configs/{name}.yaml", "training_configs").is_file()
+    for name in shipped_configs("evals"):
+        assert load_suite(name).source_file.endswith(f"{name}.yaml")
+    with pytest.raises(FileNotFoundError, match="shipped evals: demo, gemma4_e2b_gf1_behavior_L25_nf4"):
+        load_suite("no_such_suite")
+    mine = tmp_path / "mine.yaml"  # a user's own file wins over a shipped name
+    mine.write_text((CONFIG_DIRS["evals"] / "demo.yaml").read_text().replace("demo-gemma3-270m-L6", "mine"))
+    assert load_suite(str(mine)).name == "mine"
