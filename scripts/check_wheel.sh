@@ -28,4 +28,4 @@ for n in names["evals"]:
     load_suite(n)
 print(f"wheel OK outside the checkout ({where.parent}): {names}")
 PY
-"$work/venv/bin/gemma4-sae" eval validate demo gemma4_e2b_gf1_behavior_L25_nf4
+"$work/venv/bin/gemma4-sae" evals validate demo gemma4_e2b_gf1_behavior_L25_nf4

@@ -1,4 +1,4 @@
-"""The ``gemma4-sae`` command: ``train``, ``build-dataset``, ``eval``, ``export``, ``releases``, ``demo``, ``models``.
+"""The ``gemma4-sae`` command: ``train``, ``build-dataset``, ``evals``, ``export``, ``releases``, ``demo``, ``models``.
 
 Each pipeline stage owns its subcommand (an ``add_parser(subparsers)`` function in its package), so this module only
 dispatches.
@@ -38,8 +38,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise SystemExit(f"--set expects KEY=VALUE (e.g. runner.training_tokens=20000), got {item!r}")
         k, v = item.split("=", 1)
         overrides[k] = _parse_value(v)
-    if args.output:
-        overrides["runner.output_path"] = args.output
+    if args.out:
+        overrides["runner.output_path"] = args.out
     if args.dataset:
         overrides["runner.dataset_path"] = args.dataset
     sae, out = train(args.config, overrides)
@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a TopK SAE from a training_configs/*.yaml through SAELens's runner")
-    p.add_argument("config", help="YAML config (see training_configs/)")
+    p.add_argument("config", help="a shipped config's name (demo_gemma3_270m_nf4, seed_gemma4_e2b_L25_nf4) or a YAML path")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. runner.training_tokens=20000")
-    p.add_argument("--output", help="output folder (runner.output_path)")
+    p.add_argument("--out", "--output", dest="out", help="output folder (runner.output_path)")
     p.add_argument("--dataset", help="dataset folder or Hub id (runner.dataset_path)")
     p.set_defaults(func=_cmd_train)
 

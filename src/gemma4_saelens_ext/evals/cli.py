@@ -1,7 +1,7 @@
-"""``gemma4-sae eval ...`` and ``python -m gemma4_saelens_ext.evals ...``.
+"""``gemma4-sae evals ...`` and ``python -m gemma4_saelens_ext.evals ...`` (the same command).
 
-    gemma4-sae eval run evals/demo.yaml [--output-dir DIR] [--quick]
-    gemma4-sae eval validate evals/gemma4_e2b_gf1_behavior_L25_nf4.yaml
+    gemma4-sae evals run demo [--out DIR] [--quick]          # a shipped suite by name, or a YAML path
+    gemma4-sae evals validate gemma4_e2b_gf1_behavior_L25_nf4
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_suite(args.suite)
     if args.quick:  # fewer resamples for a smoke run; the report records the settings used
         cfg.stats.n_permutations, cfg.stats.n_bootstrap, cfg.stats.probe_permutations = 200, 200, 10
-    out = run_suite(cfg, output_dir=args.output_dir)
+    out = run_suite(cfg, output_dir=args.out)
     print(f"report: {out / 'report.md'}")
     return 0
 
@@ -34,11 +34,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("eval", help="behavior evals of an SAE (d-values, probes, steering, ...) from a suite YAML")
+    p = subparsers.add_parser("evals", aliases=["eval"],
+                              help="behavior evals of an SAE (d-values, probes, steering, ...) from a suite YAML")
     sub = p.add_subparsers(dest="eval_cmd", required=True)
     r = sub.add_parser("run", help="run a suite and write report.json / report.md / plots")
-    r.add_argument("suite", help="suite YAML, e.g. evals/demo.yaml")
-    r.add_argument("--output-dir", default=None, help="report folder (default: the suite's output_dir)")
+    r.add_argument("suite", help="a shipped suite's name (demo, gemma4_e2b_gf1_behavior_L25_nf4) or a YAML path")
+    r.add_argument("--out", "--output-dir", dest="out", default=None,
+                   help="report folder (default: the suite's output_dir)")
     r.add_argument("--quick", action="store_true", help="200 permutations/bootstraps, 10 probe permutations")
     r.set_defaults(func=_run)
     v = sub.add_parser("validate", help="parse and check suite YAMLs without loading anything")
@@ -52,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gemma4_saelens_ext.evals")
     sub = parser.add_subparsers(dest="cmd", required=True)
     ev = add_parser(sub)
-    # `python -m gemma4_saelens_ext.evals run X` == `gemma4-sae eval run X`
+    # `python -m gemma4_saelens_ext.evals run X` == `gemma4-sae evals run X`
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] != "eval":
-        argv = ["eval", *argv]
+    if argv and argv[0] not in ("evals", "eval"):
+        argv = ["evals", *argv]
     del ev
     args = parser.parse_args(argv)
     return int(args.func(args))

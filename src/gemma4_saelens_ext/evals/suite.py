@@ -1,6 +1,6 @@
 """Eval suites: a YAML file -> typed config -> every enabled family (:mod:`.families`) -> report folder.
 
-``python -m gemma4_saelens_ext.evals run evals/demo.yaml`` (or ``gemma4-sae eval run ...``, or
+``python -m gemma4_saelens_ext.evals run evals/demo.yaml`` (or ``gemma4-sae evals run ...``, or
 :func:`run_suite`). Everything cheap is validated first (YAML keys, SAE/model width, SAE layer vs activation
 layer, split sizes, CV class counts), so a mistake fails in seconds, not after the model loads or generates.
 """
