@@ -39,6 +39,13 @@ def _in_split(row_split: str, split: str) -> bool:
     return row_split == split
 
 
+def _looks_local(path: str) -> bool:
+    """A filesystem path rather than a Hub id (``owner/name``): absolute, relative with ./ or ../, a file suffix,
+    more or fewer than one slash, or a first component that exists here (``runs/ds``)."""
+    return (path.startswith((".", "/", "~")) or Path(path).suffix in (".parquet", ".jsonl", ".json")
+            or path.count("/") != 1 or Path(path.split("/")[0]).exists())
+
+
 def load_rows(path: str, split: str) -> list[dict]:
     """Rows of ``split`` from a dataset folder (``data/<split>.parquet``), a file (filtered on a ``split``
     column when it has one) or a Hub dataset id. An empty split is an error (said before any model work)."""
@@ -65,6 +72,11 @@ def load_rows(path: str, split: str) -> list[dict]:
     elif p.is_dir():
         avail = sorted(f.stem for f in (p / "data").glob("*.parquet")) if (p / "data").is_dir() else []
         raise ValueError(f"dataset {path} has no split {split!r}; available: {avail}")
+    elif _looks_local(path):
+        raise FileNotFoundError(
+            f"dataset {path} does not exist. Build it first: `gemma4-sae build-dataset --out {path}` (add --model and "
+            "--precision as in your suite), or point dataset.path at an existing folder, parquet/JSONL file or Hub id."
+        )
     else:
         from datasets import load_dataset
 
