@@ -4,7 +4,6 @@ error it must give (type and the words that name the problem and the fix). Nothi
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from pathlib import Path
 

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from gemma4_saelens_ext.evals.hooks import TrainingEvalHook
 from gemma4_saelens_ext.evals.suite import load_suite, run_suite

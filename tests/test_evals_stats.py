@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from gemma4_saelens_ext.evals import stats as S
+from gemma4_saelens_ext.evals import trend as T
 from gemma4_saelens_ext.evals.dvalues import dvalue_analysis
 
 
@@ -150,15 +151,15 @@ def test_spearman_and_slope_against_scipy():
     rng = np.random.default_rng(7)
     x = rng.normal(size=15)
     y = x + rng.normal(size=15)
-    assert S.spearman(x, y) == pytest.approx(sps.spearmanr(x, y).statistic, abs=1e-12)
-    assert S.slope(x, y) == pytest.approx(np.polyfit(x, y, 1)[0], abs=1e-10)
+    assert T.spearman(x, y) == pytest.approx(sps.spearmanr(x, y).statistic, abs=1e-12)
+    assert T.slope(x, y) == pytest.approx(np.polyfit(x, y, 1)[0], abs=1e-10)
     alphas = [-2, -1, -0.5, 0, 0.5, 1, 2]
-    res = S.spearman_permutation(alphas, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    res = T.spearman_permutation(alphas, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     assert res["exact"] and res["n_permutations"] == 5040
     assert res["rho"] == pytest.approx(1.0) and res["p"] == pytest.approx(2 / 5040)
-    sl = S.slope_permutation(alphas, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    sl = T.slope_permutation(alphas, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     assert sl["p"] == pytest.approx(2 / 5040)
-    flat = S.spearman_permutation(alphas, [0.5] * 7)
+    flat = T.spearman_permutation(alphas, [0.5] * 7)
     assert flat["rho"] == 0.0 and flat["p"] == 1.0
 
 

@@ -16,7 +16,6 @@ import gemma4_saelens_ext.releases.convention as convention_mod
 from gemma4_saelens_ext.releases import (
     CheckpointError,
     UnsafeCheckpointError,
-    check_encode_convention,
     gemma4_behavior_loader,
     load_upstream_sae,
     loaded_from_release,

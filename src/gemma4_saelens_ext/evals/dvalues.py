@@ -17,7 +17,6 @@ product of those sums, so the cost depends on the number of groups, not rows (a 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from gemma4_saelens_ext.evals import stats as S
+from gemma4_saelens_ext.evals import trend as T
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +132,14 @@ def sweep_statistics(
     r = np.array([x["honest_rate"] for x in rates])
     ok = np.isfinite(r)
     al = np.asarray(alphas, dtype=np.float64)
-    sp = S.spearman_permutation(al[ok], r[ok]) if ok.sum() >= 3 else {"rho": float("nan"), "p": float("nan")}
-    sl = S.slope_permutation(al[ok], r[ok]) if ok.sum() >= 3 else {"slope": float("nan"), "p": float("nan")}
+    sp = T.spearman_permutation(al[ok], r[ok]) if ok.sum() >= 3 else {"rho": float("nan"), "p": float("nan")}
+    sl = T.slope_permutation(al[ok], r[ok]) if ok.sum() >= 3 else {"slope": float("nan"), "p": float("nan")}
     n_prompts = lab.shape[1] if lab.ndim == 2 else 0
 
     def boot_slope(idx: np.ndarray) -> float:
         rr = np.array([honest_rate(row[idx])["honest_rate"] for row in lab])
         m = np.isfinite(rr)
-        return S.slope(al[m], rr[m]) if m.sum() >= 2 else float("nan")
+        return T.slope(al[m], rr[m]) if m.sum() >= 2 else float("nan")
 
     codes = None
     if groups is not None:

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import yaml
 
-from gemma4_saelens_ext.evals import stats as S
 
 logger = logging.getLogger(__name__)
 
