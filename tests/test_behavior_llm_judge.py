@@ -213,3 +213,9 @@ def test_server_errors_everywhere_disable_after_consecutive_failures():
         j = judge(srv.url, max_retries=1)
         assert j.label(ITEMS) == [UNLABELLED] * 20 + EXPECTED[20:]
         assert j.disabled_reason is None and j.n_failed_batches == 2
+
+
+def test_url_without_scheme_disables_at_once():
+    j = judge("api.example.invalid/v1", max_retries=3)
+    assert j.label(ITEMS[:12]) == [UNLABELLED] * 12
+    assert j.n_requests == 1 and "GEMMA4_SAE_JUDGE_BASE_URL" in (j.disabled_reason or "")

@@ -196,8 +196,17 @@ class LLMJudge(Judge):
         self.n_requests += 1
         try:
             resp = client.post(url, json=payload)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
+            raise _FatalError(
+                f"{url!r} is not an http(s) URL ({e}); set {ENV_PREFIX}_BASE_URL like https://api.openai.com/v1."
+            ) from None
         except httpx.TransportError as e:  # connection refused, DNS, timeouts, dropped connections
             raise _RetryableError(f"{url} unreachable: {type(e).__name__}: {self._redact(str(e))}") from None
+        if resp.is_redirect:
+            raise _FatalError(
+                f"{url} redirects (HTTP {resp.status_code}) to {resp.headers.get('Location')!r}; set "
+                f"{ENV_PREFIX}_BASE_URL to the final address."
+            )
         if resp.status_code >= 400:
             msg = f"{url} answered HTTP {resp.status_code}: {self._redact(resp.text[:200])}"
             if resp.status_code in (401, 403):
