@@ -83,8 +83,10 @@ def built(gemma3_fp32, scen_dir, fake_llm, tmp_path_factory):
     mp.undo()
 
 
-def test_real_build_outputs(built):
+def test_real_build_outputs(built, fake_llm, scen_dir):
     import datasets
+
+    from gemma4_saelens_ext.behavior.scenarios import load_scenarios
 
     cfg, res = built
     out = Path(cfg.out)
@@ -125,8 +127,14 @@ def test_real_build_outputs(built):
     for r in allrows:
         if r["split"] in ("train", "eval"):
             assert r["prompt_split"] == r["split"]
-    # LLM labels came from the local server in batches of <= 10
-    assert sorted(set(allrows["label_llm_fake"])) <= ["deceptive", "honest"]
+    # LLM labels came from the local server, in batches of 10, and are the server's rule applied to each completion
+    # (honest iff the assigned role's name is in it; see FakeLLM), not a default or a shifted batch
+    assert [len(r["messages"][1]["content"].split("\n")) - 1 for r in fake_llm.requests] == [10] * 5 + [6]
+    prompts = {p.id: p for p in load_scenarios([str(scen_dir)])}
+    for r in allrows:
+        role = prompts[r["prompt_id"]].honest_meaning.split()[-1].lower()
+        assert r["label_llm_fake"] == ("honest" if role in r["completion"][:400].lower() else "deceptive"), r["key"]
+    assert set(allrows["label_llm_fake"]) == {"honest", "deceptive"}
 
 
 def test_rerun_refuses_then_resume_uses_caches(built, gemma3_fp32, fake_llm):
@@ -193,14 +201,14 @@ def test_empty_pool_folder_still_loads(tmp_path):
     """With allow_empty_pool every split can be empty; the folder must still open with load_dataset."""
     from datasets import load_dataset
 
-    from gemma4_saelens_ext.behavior.build import _readme, _write_parquet
+    from gemma4_saelens_ext.behavior.writer import write_card, write_parquet
 
     (tmp_path / "data").mkdir()
-    _write_parquet(tmp_path / "data" / "all.parquet", [{"text": "You answer: 'maybe'", "label": "ambiguous"}], ["keyword"])
+    write_parquet(tmp_path / "data" / "all.parquet", [{"text": "You answer: 'maybe'", "label": "ambiguous"}], ["keyword"])
     manifest = {
         "config": {"model": "m", "precision": "nf4", "temperature": 1.0, "seed": 0, "primary_judge": "keyword"},
         "judges_used": ["keyword"],
     }
-    (tmp_path / "README.md").write_text(_readme({"train": 0, "eval": 0, "input_variation": 0}, manifest))
+    write_card(tmp_path, {"train": 0, "eval": 0, "input_variation": 0}, manifest)
     ds = load_dataset(str(tmp_path))
     assert list(ds) == ["unpooled"] and ds["unpooled"][0]["label"] == "ambiguous"

@@ -12,13 +12,15 @@ from gemma4_saelens_ext.behavior.build import BuildConfig, build_dataset, read_j
 
 pytestmark = pytest.mark.slow
 MAX_NEW = 12
+#: --max-prompts-per-family 4 keeps two whole werewolf twin groups (4 prompts) x 2 samples
+TOTAL = 8
 
 
 def test_resume_after_kill(gemma3_fp32, tmp_path):
     out = tmp_path / "killed"
     args = [
         sys.executable, "-m", "gemma4_saelens_ext.behavior.cli", "build-dataset", "--out", str(out),
-        "--precision", "fp32", "--scenarios", "werewolf", "--max-prompts-per-family", "3",
+        "--precision", "fp32", "--scenarios", "werewolf", "--max-prompts-per-family", "4",
         "--samples-per-prompt", "2", "--batch-size", "2", "--max-new-tokens", str(MAX_NEW),
         "--seed", "5", "--allow-empty-pool", "--no-progress",
     ]  # fmt: skip
@@ -35,19 +37,19 @@ def test_resume_after_kill(gemma3_fp32, tmp_path):
         proc.wait()
     before = ckpt.read_bytes()
     n_before = len(read_jsonl(ckpt))
-    assert 2 <= n_before < 6, f"kill landed after {n_before} completions"
+    assert 2 <= n_before < TOTAL, f"kill landed after {n_before} completions"
     assert not (out / "manifest.json").exists()
 
     cfg = BuildConfig(
-        out=str(out), precision="fp32", scenarios=["werewolf"], max_prompts_per_family=3, samples_per_prompt=2,
+        out=str(out), precision="fp32", scenarios=["werewolf"], max_prompts_per_family=4, samples_per_prompt=2,
         batch_size=4, max_new_tokens=MAX_NEW, seed=5, allow_empty_pool=True, resume=True, progress=False,
     )  # fmt: skip
     res = build_dataset(cfg, model=gemma3_fp32.model, tokenizer=gemma3_fp32.tokenizer)
-    assert res.n_resumed == n_before and res.n_generated == 6 - n_before
+    assert res.n_resumed == n_before and res.n_generated == TOTAL - n_before
     after = ckpt.read_bytes()
     assert after.startswith(before)  # nothing rewritten
     keys = [r["key"] for r in read_jsonl(ckpt)]
-    assert len(keys) == len(set(keys)) == 6  # none generated twice, none lost
+    assert len(keys) == len(set(keys)) == TOTAL  # none generated twice, none lost
 
     # the interrupted-then-resumed build equals an uninterrupted one (seeds are per completion)
     ref = build_dataset(

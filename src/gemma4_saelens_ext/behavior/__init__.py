@@ -7,13 +7,12 @@ Typical use: ``build_dataset(BuildConfig(out="runs/ds", model="gemma-3-270m", pr
 from gemma4_saelens_ext.behavior.build import BuildConfig, BuildError, BuildResult, build_dataset
 from gemma4_saelens_ext.behavior.judges import (
     KeywordJudge,
-    LLMJudge,
-    LLMJudgeConfig,
     ParaphraseJudge,
     consortium,
     make_judges,
     pairwise_agreement,
 )
+from gemma4_saelens_ext.behavior.llm_judge import LLMJudge, LLMJudgeConfig
 from gemma4_saelens_ext.behavior.pools import PoolError, balance_same_prompt, input_variation_split, split_groups
 from gemma4_saelens_ext.behavior.sampling import generate_completions, make_requests, sample_seed
 from gemma4_saelens_ext.behavior.scenarios import Prompt, ScenarioError, load_scenarios

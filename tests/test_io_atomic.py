@@ -1,0 +1,40 @@
+"""The one atomic write: new content or the old file, never a half-written one, and no temporary files left."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gemma4_saelens_ext.io import atomic_path, atomic_write, atomic_write_json
+
+
+def test_text_bytes_json_roundtrip(tmp_path):
+    assert atomic_write(tmp_path / "a.txt", "héllo\n").read_text(encoding="utf-8") == "héllo\n"
+    assert atomic_write(tmp_path / "b.bin", b"\x00\xff").read_bytes() == b"\x00\xff"
+    assert json.loads(atomic_write_json(tmp_path / "c.json", {"x": [1, 2]}).read_text()) == {"x": [1, 2]}
+    atomic_write(tmp_path / "a.txt", "replaced")
+    assert (tmp_path / "a.txt").read_text() == "replaced"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin", "c.json"]
+
+
+def test_failure_keeps_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "data.parquet"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half of the new con")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["data.parquet"]
+    with pytest.raises(TypeError, match="atomic_write_json"):
+        atomic_write(target, {"not": "text"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        atomic_write_json(target, object())
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["data.parquet"]
+
+
+def test_writer_that_writes_nothing_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing was written"):
+        with atomic_path(tmp_path / "x.bin"):
+            pass
+    assert not list(tmp_path.iterdir())
