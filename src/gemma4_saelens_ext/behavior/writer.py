@@ -7,12 +7,11 @@ pooled splits; config ``all``: every completion).
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 from pathlib import Path
 from typing import Any
 
 from gemma4_saelens_ext.io import atomic_path, atomic_write, atomic_write_json
+from gemma4_saelens_ext.versions import package_versions as versions
 
 __all__ = ["COLUMNS", "SPLITS", "write_parquet", "write_splits", "dataset_card", "write_card", "write_manifest",
            "versions", "format_counts"]
@@ -118,16 +117,6 @@ def write_card(out: Path, splits: dict[str, int], manifest: dict[str, Any]) -> P
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
     return atomic_write_json(Path(out) / "manifest.json", manifest, ensure_ascii=False)
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("gemma4-saelens-ext", "torch", "transformers", "datasets", "sae-lens", "bitsandbytes", "pyarrow"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def format_counts(counts: dict[str, int]) -> str:

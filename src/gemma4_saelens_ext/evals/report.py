@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from gemma4_saelens_ext.io import atomic_write, atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["to_jsonable", "write_report", "render_markdown", "make_plots"]
@@ -332,6 +334,6 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
         logger.warning("plots failed: %s", e)
         plots = {}
     rj["plots"] = plots
-    (out / "report.json").write_text(json.dumps(rj, indent=1))
-    (out / "report.md").write_text(render_markdown(rj, plots))
+    atomic_write_json(out / "report.json", rj, indent=1)
+    atomic_write(out / "report.md", render_markdown(rj, plots))
     return {"json": out / "report.json", "md": out / "report.md", **{k: out / v for k, v in plots.items()}}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,18 +276,6 @@ def _fit_demo_sae(x: np.ndarray, d_sae: int = 512, k: int = 16, steps: int = 300
     return sae
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("gemma4-saelens-ext", "sae-lens", "torch", "transformers", "bitsandbytes", "scikit-learn", "numpy", "scipy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def _scenario_files(path: str | None) -> list[str] | None:
     """The scenario files a built dataset was made from (its manifest), so judges know its prompts."""
     if not path or not (Path(path) / "manifest.json").exists():
@@ -324,6 +311,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
     from gemma4_saelens_ext.evals.families import FAMILIES, run_families
     from gemma4_saelens_ext.evals.saeio import check_sae_matches, encode_unit, load_sae, sae_layer
     from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.versions import package_versions
 
     if not isinstance(cfg, SuiteConfig):
         cfg = load_suite(cfg)
@@ -331,7 +319,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
     out = Path(output_dir or cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
-    report: dict[str, Any] = {"suite": cfg.name, "settings": dataclasses.asdict(cfg), "versions": _versions(),
+    report: dict[str, Any] = {"suite": cfg.name, "settings": dataclasses.asdict(cfg), "versions": package_versions(),
                               "warnings": warnings, "timings_s": {}}
 
     # ---- data first (cheap errors before any model load)

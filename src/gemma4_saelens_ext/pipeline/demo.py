@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import time
 import traceback
@@ -29,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gemma4_saelens_ext.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,6 @@ def check_disk(path: str | Path, min_free_gb: float) -> float:
             "SAE and report. Free some space, or point --out (and GEMMA4_SAE_CACHE) at a larger disk."
         )
     return free
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def _finite_numbers(obj: Any, where: str = "report") -> list[str]:
@@ -354,7 +349,7 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[st
         t0 = time.perf_counter()
         stages[name] = {"status": "running"}
         state["stages"] = stages
-        _atomic_json(sj, state)
+        atomic_write_json(sj, state, default=str)
         try:
             info = _RUNNERS[name](cfg, d)
             stages[name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 2),
@@ -371,12 +366,12 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[st
             if stages.get(later, {}).get("status") in ("done", "reused") and stages[name]["status"] == "done":
                 stages[later]["status"] = "stale"  # upstream changed: redo
         state["stages"] = stages
-        _atomic_json(sj, state)
+        atomic_write_json(sj, state, default=str)
         echo(f"[demo] {name}: {stages[name]['status']} in {stages[name]['seconds']:.1f}s")
         if failed:
             break
     state["stages"] = stages
-    _atomic_json(sj, state)
+    atomic_write_json(sj, state, default=str)
     echo(summary_table(stages))
     if failed:
         raise DemoError(
