@@ -190,17 +190,11 @@ def _kept_layer_count(text_cfg: dict[str, Any], layer: int) -> int:
     return n
 
 
-def _derive_checkpoint(src: Path, out: Path, keep_layers: int | None, text_only: bool) -> None:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    cfg = _read_config(src)
+def _derived_config(cfg: dict[str, Any], keep_layers: int | None, text_only: bool) -> dict[str, Any]:
+    """config.json of the derived checkpoint: layers cut to ``keep_layers``; text-only -> a ``Gemma4ForCausalLM``."""
     multimodal = _is_multimodal(cfg)
     text_cfg = dict(_text_config(cfg))
     n_full = text_cfg["num_hidden_layers"]
-    to_text = text_only and multimodal
-    prefix = "model.language_model." if multimodal else "model."
-
     if keep_layers is not None:
         text_cfg["num_hidden_layers"] = keep_layers
         if text_cfg.get("layer_types"):
@@ -212,56 +206,91 @@ def _derive_checkpoint(src: Path, out: Path, keep_layers: int | None, text_only:
         if text_cfg.get("num_kv_shared_layers"):
             first_shared = n_full - text_cfg["num_kv_shared_layers"]
             text_cfg["num_kv_shared_layers"] = max(0, keep_layers - first_shared)
-    ple = text_cfg.get("hidden_size_per_layer_input") or 0
+    if text_only and multimodal:
+        new_cfg = dict(text_cfg, architectures=["Gemma4ForCausalLM"])
+    elif multimodal:
+        new_cfg = dict(cfg, text_config=text_cfg)
+    else:
+        new_cfg = text_cfg
+    new_cfg["_derived_from"] = {"kept_layers": keep_layers, "original_layers": n_full}
+    return new_cfg
 
-    def rewrite(key: str, t: torch.Tensor | None) -> tuple[str, torch.Tensor | None] | None:
-        pfx = prefix
-        if to_text:
-            if key.startswith(_MULTIMODAL_DROP_PREFIXES):
-                return None
-            if key.startswith("model.language_model."):
-                key = "model." + key[len("model.language_model.") :]
-            pfx = "model."
-        inner = key[len(pfx) :] if key.startswith(pfx) else None
-        if keep_layers is not None:
-            m = re.match(r"layers\.(\d+)\.", inner or "")
-            if m and int(m.group(1)) >= keep_layers:
-                return None
-            if key == "lm_head.weight" and cfg.get("tie_word_embeddings", True):
-                return None
-            if t is not None and ple and inner == "embed_tokens_per_layer.weight":
-                t = t[:, : keep_layers * ple].contiguous()
-            elif t is not None and ple and inner == "per_layer_model_projection.weight":
-                t = t[: keep_layers * ple].contiguous()
-        return key, t
 
+def _rewrite_key(
+    cfg: dict[str, Any], key: str, keep_layers: int | None, text_only: bool
+) -> tuple[str, int | None, int | None] | None:
+    """``(new_key, rows, cols)`` of checkpoint tensor ``key`` in the derived checkpoint, where ``rows``/``cols`` cut
+    the tensor to its first rows/columns (None: all); None when the tensor is dropped."""
+    multimodal = _is_multimodal(cfg)
+    ple = _text_config(cfg).get("hidden_size_per_layer_input") or 0
+    pfx = "model.language_model." if multimodal else "model."
+    if text_only and multimodal:
+        if key.startswith(_MULTIMODAL_DROP_PREFIXES):
+            return None
+        if key.startswith("model.language_model."):
+            key = "model." + key[len("model.language_model.") :]
+        pfx = "model."
+    inner = key[len(pfx) :] if key.startswith(pfx) else None
+    rows = cols = None
+    if keep_layers is not None:
+        m = re.match(r"layers\.(\d+)\.", inner or "")
+        if m and int(m.group(1)) >= keep_layers:
+            return None
+        if key == "lm_head.weight" and cfg.get("tie_word_embeddings", True):
+            return None
+        if ple and inner == "embed_tokens_per_layer.weight":
+            cols = keep_layers * ple
+        elif ple and inner == "per_layer_model_projection.weight":
+            rows = keep_layers * ple
+    return key, rows, cols
+
+
+def _derive_checkpoint(src: Path, out: Path, keep_layers: int | None, text_only: bool) -> None:
+    """Write the derived checkpoint tensor by tensor, reading only the kept rows/columns (safetensors slices), so
+    deriving from a multi-GB checkpoint needs little RAM."""
+    from safetensors import safe_open
+
+    from gemma4_saelens_ext.embedded import SAFETENSORS_DTYPES, write_safetensors_streaming
+
+    cfg = _read_config(src)
     files = sorted(src.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{src} has no *.safetensors weights; only safetensors checkpoints are supported.")
     index: dict[str, str] = {}
     for f in files:
-        tensors: dict[str, torch.Tensor] = {}
         with safe_open(f, framework="pt") as fh:
+            plan: dict[str, tuple[str, int | None, int | None]] = {}
+            shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
             for key in fh.keys():
-                if rewrite(key, None) is None:
+                new = _rewrite_key(cfg, key, keep_layers, text_only)
+                if new is None:
                     continue
-                new = rewrite(key, fh.get_tensor(key))
-                assert new is not None and new[1] is not None
-                tensors[new[0]] = new[1]
-        if tensors:
-            save_file(tensors, out / f.name, metadata={"format": "pt"})
-            index.update({k: f.name for k in tensors})
+                sl = fh.get_slice(key)
+                shape = list(sl.get_shape())
+                if new[1] is not None:
+                    shape[0] = new[1]
+                if new[2] is not None:
+                    shape[1] = new[2]
+                plan[new[0]] = (key, new[1], new[2])
+                shapes[new[0]] = (tuple(shape), SAFETENSORS_DTYPES[sl.get_dtype()])
+
+            def fill(name: str, view: torch.Tensor, row0: int) -> None:
+                key, _rows, cols = plan[name]
+                sl = fh.get_slice(key)
+                if view.dim() == 0:
+                    view.copy_(fh.get_tensor(key))
+                elif cols is None:
+                    view.copy_(sl[row0 : row0 + view.shape[0]])
+                else:
+                    view.copy_(sl[row0 : row0 + view.shape[0], :cols])
+
+            if shapes:
+                write_safetensors_streaming(out / f.name, shapes, fill)
+                index.update({k: f.name for k in shapes})
     if len(files) > 1:
         (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
-
-    if to_text:
-        text_cfg["architectures"] = ["Gemma4ForCausalLM"]
-        new_cfg = text_cfg
-    elif multimodal:
-        new_cfg = dict(cfg, text_config=text_cfg)
-    else:
-        new_cfg = text_cfg
-    new_cfg["_derived_from"] = {"source": str(src), "kept_layers": keep_layers, "original_layers": n_full}
+    new_cfg = _derived_config(cfg, keep_layers, text_only)
+    new_cfg["_derived_from"]["source"] = str(src)
     (out / "config.json").write_text(json.dumps(new_cfg, indent=2))
     for f in src.iterdir():
         if f.is_file() and (f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "generation_config.json", "chat_template.jinja")):
