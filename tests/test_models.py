@@ -179,3 +179,43 @@ def test_hub_id_offline_from_populated_cache(tmp_path, monkeypatch):
     lm = load_model("google/gemma-4-tiny-test", "nf4", truncate_after_layer=1)
     assert lm.source == "google/gemma-4-tiny-test" and lm.model.is_loaded_in_4bit
     assert activations(lm, TEXTS, 1, pooling="last").shape == (3, 64)
+
+
+def _mapped_file(t: torch.Tensor) -> str | None:
+    """The file a tensor's memory lies in (None: anonymous memory), from /proc/self/maps."""
+    ptr = t.data_ptr()
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        if lo <= ptr < hi:
+            return fields[5] if len(fields) > 5 else None
+    return None
+
+
+def test_lookups_on_cpu_identical_memory_mapped_and_offload_hook_replaced():
+    """The lookup placement (device_map with the tables on "cpu") gives the plain load's activations bit for bit, the
+    tables stay memory-mapped from the safetensors cache, and accelerate's CPU-offload hook (what dispatch_model puts
+    on a "cpu" module next to a GPU: weights moved to the GPU every forward) is replaced by CPU execution."""
+    from accelerate.hooks import AlignDevicesHook, add_hook_to_module
+
+    from gemma4_saelens_ext.placement import run_lookups_on_cpu
+
+    plain = load_model("gemma-4-e2b-mini", "nf4", truncate_after_layer=2, lookups_on_cpu=False)
+    lk = load_model("gemma-4-e2b-mini", "nf4", truncate_after_layer=2, lookups_on_cpu=True)
+    ref = activations(plain, TEXTS, 2)
+    for a, b in zip(ref, activations(lk, TEXTS, 2)):
+        assert torch.equal(a, b)
+    table = lk.model.model.embed_tokens_per_layer
+    assert isinstance(table._hf_hook, AlignDevicesHook) and table._hf_hook.io_same_device
+    assert (_mapped_file(table.weight) or "").endswith("model.safetensors")
+    assert lk.device.type == "cpu"
+
+    emb = plain.model.model.embed_tokens_per_layer
+    add_hook_to_module(emb, AlignDevicesHook(execution_device="cpu", offload=True))
+    assert emb.weight.device.type == "meta"  # offloaded: the weight lives in the hook's weights map
+    assert run_lookups_on_cpu(plain.model, {"model.embed_tokens_per_layer": "cpu", "model.layers": "cuda:0"}) == [
+        "model.embed_tokens_per_layer"
+    ]
+    assert emb.weight.device.type == "cpu" and not emb._hf_hook.offload
+    for a, b in zip(ref, activations(plain, TEXTS, 2)):
+        assert torch.equal(a, b)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from gemma4_saelens_ext.embedded import build_cached, cache_dir, embedded_model_path, is_embedded
+from gemma4_saelens_ext.placement import default_lookups_on_cpu, lookup_device_map, meta_model, run_lookups_on_cpu
 from gemma4_saelens_ext.precision import from_pretrained_kwargs, get_precision
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Device of the decoder layers (inputs go there; the lookup tables may stay on the CPU)."""
+        return next(self.layers.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -313,11 +315,15 @@ def load_model(
     truncate_after_layer: int | str | None = None,
     text_only: bool = True,
     device: str | torch.device = "cpu",
+    lookups_on_cpu: bool | None = None,
 ) -> LoadedModel:
     """Load a Gemma-family causal LM at a named precision.
 
     ``truncate_after_layer=L`` keeps only what layer L's residual stream needs (see module docstring).
     ``text_only`` loads a multimodal Gemma 4 checkpoint as ``Gemma4ForCausalLM``.
+    ``lookups_on_cpu`` keeps the embedding tables (and the tied unembedding) on the CPU, memory-mapped, and moves
+    only looked-up rows to ``device`` (:mod:`gemma4_saelens_ext.placement`); default: on when a layer is hooked
+    (``truncate_after_layer``) and ``device`` is an accelerator.
     Errors (unknown precision, bad layer, non-causal-LM checkpoint, missing files) are raised before any weights load.
     """
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
@@ -347,11 +353,25 @@ def load_model(
 
     load_multimodal = multimodal and not text_only
     auto = AutoModelForImageTextToText if load_multimodal else AutoModelForCausalLM
-    dev_kwargs: dict[str, Any] = {"device_map": {"": str(device)}} if prec.quantized else {}
+    if lookups_on_cpu is None:
+        lookups_on_cpu = default_lookups_on_cpu(device, layer)
+    device_map: dict[str, str] | None = None
+    if lookups_on_cpu:
+        from transformers import AutoConfig
+
+        device_map = lookup_device_map(meta_model(AutoConfig.from_pretrained(str(load_path)), load_multimodal), device)
+        if "quantization_config" in kwargs and torch.device(device).type != "cpu":
+            # bitsandbytes refuses a device_map with "cpu" entries unless told they stay unquantized (the tables are
+            # never quantized anyway)
+            kwargs["quantization_config"].llm_int8_enable_fp32_cpu_offload = True
+    elif prec.quantized:
+        device_map = {"": str(device)}
     logger.info("Loading %s at %s from %s", source, prec.name, load_path)
-    model = auto.from_pretrained(str(load_path), **kwargs, **dev_kwargs)
-    if not prec.quantized:
+    model = auto.from_pretrained(str(load_path), **kwargs, **({"device_map": device_map} if device_map else {}))
+    if device_map is None:
         model.to(device)
+    if lookups_on_cpu:
+        run_lookups_on_cpu(model, device_map)
     model.eval()
     model.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(str(load_path))

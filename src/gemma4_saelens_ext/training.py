@@ -174,7 +174,9 @@ def build_source(spec: TrainingSpec):
         # SAELens's W&B evals compute the LM loss with the SAE spliced in, which needs every layer.
         logger.info("log_to_wandb is on: loading all layers so SAELens's CE-loss evals are meaningful.")
         truncate = False
-    lm = load_model(spec.source, spec.precision, truncate_after_layer=spec.layer if truncate else None)
+    # the model runs where the SAE trains; on an accelerator the lookup tables stay on the CPU (load_model default)
+    device = str(spec.runner.get("device", "cpu"))
+    lm = load_model(spec.source, spec.precision, truncate_after_layer=spec.layer if truncate else None, device=device)
     if int(spec.sae["d_in"]) != lm.d_model:
         raise ValueError(
             f"sae.d_in={spec.sae['d_in']} does not match the model's hidden size {lm.d_model} "
