@@ -128,3 +128,25 @@ def test_lookup_device_map_covers_every_parameter_once(multimodal):
         on_cpu += p.numel() if dm[owners[0]] == "cpu" and owners[0] != "lm_head" else 0
     # the two tables: 2.75B of E2B's 4.63B parameters stay off the accelerator
     assert on_cpu == V * H + V * N * PLE
+
+
+def test_streamed_builder_writes_a_loadable_checkpoint(tmp_path):
+    """The writer the 9.3 GB E2B-shape build uses, on a small config with the same structure (shared KV, double-wide
+    MLP, per-layer inputs): transformers loads it, every tensor is written where the header says."""
+    from safetensors import safe_open
+
+    from gemma4_saelens_ext.embedded import build_streamed_gemma4
+    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.source import activations
+
+    cfg = e2b_text_config(vocab_size=512, vocab_size_per_layer_input=512, hidden_size=64, intermediate_size=96,
+                          num_hidden_layers=10, num_attention_heads=2, head_dim=16, global_head_dim=32,
+                          hidden_size_per_layer_input=8, num_kv_shared_layers=4, sliding_window=16)  # fmt: skip
+    build_streamed_gemma4(tmp_path, cfg, "small-e2b-like", dtype=torch.float32)
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as fh:
+        ple = fh.get_tensor("model.embed_tokens_per_layer.weight")
+        assert ple.shape == (512, 80) and 0.015 < float(ple.std()) < 0.025  # normal(0, 0.02)
+        assert torch.equal(fh.get_tensor("model.layers.9.layer_scalar"), torch.ones(1))
+    lm = load_model(str(tmp_path), "fp32")
+    acts = activations(lm, ["The quick brown fox."], 6)
+    assert acts[0].shape[1] == 64 and torch.isfinite(acts[0]).all()

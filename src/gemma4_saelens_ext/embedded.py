@@ -197,11 +197,12 @@ def e2b_text_config(**overrides):
     35 layers, hidden 1536, 8 query heads / 1 KV head, head dim 256 (sliding) / 512 (full attention), sliding window
     512, full attention at layers 4, 9, ..., 34, the last 20 layers reuse earlier layers' KV with double-wide MLPs
     (6144 -> 12288), per-layer-input width 256, vocab 262144 for both tables, final logit softcap 30, RoPE theta 1e4
-    (sliding) / 1e6 with partial rotary 0.25 (full; the transformers defaults), tied embeddings.
+    (sliding) / 1e6 with partial rotary 0.25 (full; the transformers defaults), tied embeddings. ``overrides``
+    replace fields (small structural copies for tests); the 4:1 layer pattern follows ``num_hidden_layers``.
     """
     from transformers import Gemma4TextConfig
 
-    n = 35
+    n = int(overrides.get("num_hidden_layers", 35))  # smaller copies (tests) keep the 4:1 pattern
     kwargs = dict(
         vocab_size=262144,
         vocab_size_per_layer_input=262144,
@@ -236,9 +237,10 @@ SAFETENSORS_DTYPES = {
 
 def write_safetensors_streaming(path: Path, tensors: dict[str, tuple[tuple[int, ...], torch.dtype]],
                                 fill: Callable[[str, torch.Tensor, int], None], chunk_rows: int = 8192) -> None:
-    """Write a safetensors file without holding it in memory: header first, then each tensor filled in row chunks
-    through a memory map (``fill(name, view, row0)`` writes rows ``row0..``). ``safetensors.torch.save_file`` would
-    copy every tensor to bytes first, i.e. twice the 9 GB of the E2B-shape model."""
+    """Write a safetensors file without holding it in memory: the header, then each tensor in row chunks that
+    ``fill(name, chunk, row0)`` fills with rows ``row0..``, appended to the file one by one.
+    (``safetensors.torch.save_file`` needs every tensor in memory and copies each to bytes first: twice the 9 GB of
+    the E2B-shape model.)"""
     import json
 
     import numpy as np
@@ -254,20 +256,18 @@ def write_safetensors_streaming(path: Path, tensors: dict[str, tuple[tuple[int, 
     head += b" " * (-len(head) % 8)
     with open(path, "wb") as fh:
         fh.write(len(head).to_bytes(8, "little") + head)
-        fh.truncate(8 + len(head) + offset)
-    base = 8 + len(head)
-    mm = np.memmap(path, dtype=np.uint8, mode="r+", offset=base, shape=(offset,)) if offset else None
-    for name, (shape, dtype) in tensors.items():
-        start, end = header[name]["data_offsets"]  # type: ignore[index]
-        flat = torch.from_numpy(mm[start:end]).view(dtype).view(shape)  # type: ignore[index]
-        if not shape or 0 in shape:
-            fill(name, flat, 0)
-            continue
-        for r0 in range(0, shape[0], chunk_rows):
-            fill(name, flat[r0 : r0 + chunk_rows], r0)
-    if mm is not None:
-        mm.flush()
-        del mm
+        for name, (shape, dtype) in tensors.items():
+            if not shape or 0 in shape:
+                chunk = torch.empty(shape, dtype=dtype)
+                fill(name, chunk, 0)
+                fh.write(chunk.reshape(-1).view(torch.uint8).numpy().tobytes())
+                continue
+            for r0 in range(0, shape[0], chunk_rows):
+                chunk = torch.empty((min(chunk_rows, shape[0] - r0), *shape[1:]), dtype=dtype)
+                fill(name, chunk, r0)
+                fh.write(chunk.reshape(-1).view(torch.uint8).numpy())
+        if fh.tell() != 8 + len(head) + offset:
+            raise RuntimeError(f"{path}: wrote {fh.tell()} bytes, expected {8 + len(head) + offset}")
 
 
 def build_streamed_gemma4(out: Path, cfg, name: str, dtype: torch.dtype = torch.bfloat16) -> None:
