@@ -28,6 +28,34 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 NEED_RAM_GB, NEED_DISK_GB, L = 14.0, 12.0, 25
 
+TRAIN_CHILD = r'''
+import json, sys, time, torch
+kind, tokens = sys.argv[1], int(sys.argv[2])
+from gemma4_saelens_ext.embedded import embedded_model_path
+from gemma4_saelens_ext.precision import from_pretrained_kwargs
+from gemma4_saelens_ext.training import build_runner, load_training_config, resolve_dataset_path
+path = str(embedded_model_path("gemma-4-e2b-shape"))
+runner_cfg = {"dataset_path": "builtin:roleplay-corpus", "context_size": 128, "training_tokens": tokens,
+              "train_batch_size_tokens": 1024, "store_batch_size_prompts": 8, "n_batches_in_buffer": 16,
+              "n_batches_for_norm_estimate": 2, "exclude_special_tokens": True, "device": "cuda",
+              "output_path": None, "checkpoint_path": "/tmp/e2b_bench_ck"}
+spec = load_training_config({"model": {"source": path, "precision": "nf4", "layer": L, "cache_activations": False},
+                             "sae": {"d_in": 1536, "d_sae": 6144, "k": 16}, "runner": runner_cfg})
+if kind == "ours":
+    runner = build_runner(spec)
+else:
+    from sae_lens import LanguageModelSAETrainingRunner
+    cfg = spec.runner_config()
+    cfg.model_name, cfg.hook_name = path, f"model.layers.{L}"
+    cfg.model_from_pretrained_kwargs = {**from_pretrained_kwargs("nf4"), "device_map": "cuda"}
+    runner = LanguageModelSAETrainingRunner(cfg)
+torch.cuda.reset_peak_memory_stats()
+t = time.perf_counter()
+runner.run()
+dt = time.perf_counter() - t
+print(json.dumps({"kind": kind, "train_tokens_per_s": tokens / dt, "cuda_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20}))
+'''
+
 CHILD = r'''
 import json, sys, time, torch
 sys.path.insert(0, HERE_DIR)
@@ -83,6 +111,13 @@ def _child(kind: str, device: str, a, out: Path) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def _train_child(kind: str, tokens: int) -> dict:
+    p = subprocess.run([sys.executable, "-c", f"L = {L}\n" + TRAIN_CHILD, kind, str(tokens)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"training {kind} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def _rel(a, b) -> float:
     a, b = a[:, 1:].float(), b[:, 1:].float()  # BOS excluded (its residual dwarfs the rest)
     return float(((a - b) ** 2).sum().sqrt() / (b**2).sum().sqrt())
@@ -94,6 +129,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--kinds", default="ours,stock,plain")
+    ap.add_argument("--train-tokens", type=int, default=65536, help="GPU part: SAE training budget per runner")
     ap.add_argument("--only-if-built", action="store_true", help="skip unless the checkpoint is already cached")
     a = ap.parse_args()
 
@@ -146,6 +182,13 @@ def main() -> int:
                 if kind != ref:
                     print(f"{device} {kind} vs {ref} layer-{L} activations: relative error {_rel(acts[kind], acts[ref]):.2e} "
                           "(ours re-quantizes the sliced PLE projection; stock/plain load the same full checkpoint)")
+    if torch.cuda.is_available():
+        tr = {k: _train_child(k, a.train_tokens) for k in ("ours", "stock")}
+        for k, r in tr.items():
+            print(f"cuda SAE training {k:5s}: {r['train_tokens_per_s']:.0f} tokens/s, cuda max allocated "
+                  f"{r['cuda_max_allocated_mib']:.0f} MiB")
+        print(f"cuda SAE training tokens/s ours / stock: "
+              f"{tr['ours']['train_tokens_per_s'] / tr['stock']['train_tokens_per_s']:.2f}x")
     return 0
 
 

@@ -370,6 +370,10 @@ def load_model(
     model = auto.from_pretrained(str(load_path), **kwargs, **({"device_map": device_map} if device_map else {}))
     if device_map is None:
         model.to(device)
+    if keep is not None and prec.quant == "nf4":
+        from gemma4_saelens_ext.requantize import match_full_quantization
+
+        match_full_quantization(model, path)  # the full load's double-quant statistics: bit-identical activations
     if lookups_on_cpu:
         run_lookups_on_cpu(model, device_map)
     model.eval()
