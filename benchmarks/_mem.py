@@ -26,3 +26,14 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("VmRSS not in /proc/self/status (Linux only)")
+
+
+def rss_parts_mib() -> dict[str, float]:
+    """Current RSS split into anonymous memory (private allocations) and file pages (memory-mapped files such as
+    safetensors weights: page cache the kernel can drop and re-read)."""
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out

@@ -30,7 +30,7 @@ from gemma4_saelens_ext.precision import from_pretrained_kwargs, get_precision
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "load_model", "resolve_source", "find_decoder_layers", "parse_layer"]
+__all__ = ["LoadedModel", "load_model", "prepare_checkpoint", "resolve_source", "find_decoder_layers", "parse_layer"]
 
 #: Candidate attribute paths of the decoder-layer list, most specific first.
 _LAYER_PATHS = ("model.language_model.layers", "model.layers", "language_model.layers", "layers")
@@ -307,6 +307,33 @@ def _derived_path(src: Path, keep_layers: int | None, text_only: bool) -> Path:
     return cache_dir() / "derived" / tag
 
 
+def _plan(cfg: dict[str, Any], truncate_after_layer: int | str | None, text_only: bool) -> tuple[int | None, int | None]:
+    """(hooked layer, layers to keep; None = all) for a load."""
+    if truncate_after_layer is None:
+        return None, None
+    text_cfg = _text_config(cfg)
+    n_layers = int(text_cfg["num_hidden_layers"])
+    layers_path = "model.language_model.layers" if _is_multimodal(cfg) and not text_only else "model.layers"
+    layer = parse_layer(truncate_after_layer, n_layers, layers_path)
+    keep = _kept_layer_count(text_cfg, layer)
+    return layer, (keep if keep < n_layers else None)
+
+
+def _checkpoint_to_load(path: Path, cfg: dict[str, Any], keep: int | None, text_only: bool) -> Path:
+    if keep is None and not (_is_multimodal(cfg) and text_only):
+        return path
+    return build_cached(_derived_path(path, keep, text_only), lambda out: _derive_checkpoint(path, out, keep, text_only))
+
+
+def prepare_checkpoint(source: str | Path, truncate_after_layer: int | str | None = None, text_only: bool = True) -> Path:
+    """Build (once, cached) the derived checkpoint :func:`load_model` would load, without loading it: e.g. ahead of
+    a timed or memory-measured run. Returns the folder."""
+    path = resolve_source(source)
+    cfg = _read_config(path)
+    _check_causal_lm(cfg, path)
+    return _checkpoint_to_load(path, cfg, _plan(cfg, truncate_after_layer, text_only)[1], text_only)
+
+
 # ---------------------------------------------------------------------------------------------------------- loading
 def load_model(
     source: str | Path = "gemma-3-270m",
@@ -338,18 +365,8 @@ def load_model(
     d_model = int(text_cfg["hidden_size"])
     multimodal = _is_multimodal(cfg)
 
-    keep: int | None = None
-    layer: int | None = None
-    if truncate_after_layer is not None:
-        layers_path = "model.language_model.layers" if multimodal and not text_only else "model.layers"
-        layer = parse_layer(truncate_after_layer, n_layers, layers_path)
-        keep = _kept_layer_count(text_cfg, layer)
-        if keep >= n_layers:
-            keep = None
-    load_path = path
-    if keep is not None or (multimodal and text_only):
-        target = _derived_path(path, keep, text_only)
-        load_path = build_cached(target, lambda out: _derive_checkpoint(path, out, keep, text_only))
+    layer, keep = _plan(cfg, truncate_after_layer, text_only)
+    load_path = _checkpoint_to_load(path, cfg, keep, text_only)
 
     load_multimodal = multimodal and not text_only
     auto = AutoModelForImageTextToText if load_multimodal else AutoModelForCausalLM
