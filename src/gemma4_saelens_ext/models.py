@@ -383,14 +383,25 @@ def load_model(
             kwargs["quantization_config"].llm_int8_enable_fp32_cpu_offload = True
     elif prec.quantized:
         device_map = {"": str(device)}
-    logger.info("Loading %s at %s from %s", source, prec.name, load_path)
-    model = auto.from_pretrained(str(load_path), **kwargs, **({"device_map": device_map} if device_map else {}))
-    if device_map is None:
-        model.to(device)
-    if keep is not None and prec.quant == "nf4":
-        from gemma4_saelens_ext.requantize import match_full_quantization
+    from gemma4_saelens_ext.quantized_cache import quantized_path, save_quantized
 
-        match_full_quantization(model, path)  # the full load's double-quant statistics: bit-identical activations
+    # truncated nf4 on the CPU: the quantized layers are cached after the first load (see quantized_cache)
+    qcache = quantized_path(load_path, prec.name) if keep is not None and prec.quant == "nf4" and torch.device(device).type == "cpu" else None
+    dm = {"device_map": device_map} if device_map else {}
+    if qcache is not None and (qcache / ".complete").exists():
+        logger.info("Loading %s at %s from its quantized cache %s", source, prec.name, qcache)
+        model = auto.from_pretrained(str(qcache), dtype=kwargs["dtype"], **dm)
+    else:
+        logger.info("Loading %s at %s from %s", source, prec.name, load_path)
+        model = auto.from_pretrained(str(load_path), **kwargs, **dm)
+        if device_map is None:
+            model.to(device)
+        if keep is not None and prec.quant == "nf4":
+            from gemma4_saelens_ext.requantize import match_full_quantization
+
+            match_full_quantization(model, path)  # the full load's double-quant statistics: bit-identical activations
+        if qcache is not None:
+            build_cached(qcache, lambda out: save_quantized(model, out, load_path))
     if lookups_on_cpu:
         run_lookups_on_cpu(model, device_map)
     model.eval()
