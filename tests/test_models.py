@@ -231,8 +231,8 @@ def test_truncated_nf4_cpu_loads_reuse_the_quantized_layers(tmp_path, monkeypatc
     monkeypatch.setenv("GEMMA4_SAE_CACHE", str(tmp_path))
     first = load_model("gemma-4-e2b-mini", "nf4", truncate_after_layer=2)
     (qcache,) = (tmp_path / "derived").glob("*-L3-nf4")
-    assert (qcache / "model-lookups.safetensors").is_symlink()
-    assert (qcache / "model-quantized.safetensors").stat().st_size < (qcache / "model-lookups.safetensors").stat().st_size
+    assert (qcache / "lookups-model.safetensors").is_symlink()
+    assert (qcache / "model-quantized.safetensors").stat().st_size < (qcache / "lookups-model.safetensors").stat().st_size
     second = load_model("gemma-4-e2b-mini", "nf4", truncate_after_layer=2)
     assert second.model.is_loaded_in_4bit and type(second.layers[0].mlp.up_proj).__name__ == "Linear4bit"
     for a, b in zip(activations(first, TEXTS, 2), activations(second, TEXTS, 2)):

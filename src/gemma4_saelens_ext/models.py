@@ -27,6 +27,7 @@ from torch import nn
 from gemma4_saelens_ext.embedded import build_cached, cache_dir, embedded_model_path, is_embedded
 from gemma4_saelens_ext.placement import default_lookups_on_cpu, lookup_device_map, meta_model, run_lookups_on_cpu
 from gemma4_saelens_ext.precision import from_pretrained_kwargs, get_precision
+from gemma4_saelens_ext.quantized_cache import quantized_path, save_quantized
 
 logger = logging.getLogger(__name__)
 
@@ -383,10 +384,9 @@ def load_model(
             kwargs["quantization_config"].llm_int8_enable_fp32_cpu_offload = True
     elif prec.quantized:
         device_map = {"": str(device)}
-    from gemma4_saelens_ext.quantized_cache import quantized_path, save_quantized
-
     # truncated nf4 on the CPU: the quantized layers are cached after the first load (see quantized_cache)
-    qcache = quantized_path(load_path, prec.name) if keep is not None and prec.quant == "nf4" and torch.device(device).type == "cpu" else None
+    on_cpu = torch.device(device).type == "cpu"
+    qcache = quantized_path(load_path, prec.name) if keep is not None and prec.quant == "nf4" and on_cpu else None
     dm = {"device_map": device_map} if device_map else {}
     if qcache is not None and (qcache / ".complete").exists():
         logger.info("Loading %s at %s from its quantized cache %s", source, prec.name, qcache)

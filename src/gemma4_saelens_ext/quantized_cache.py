@@ -32,16 +32,23 @@ def save_quantized(model: nn.Module, out: Path, derived: Path) -> None:
     """Write ``model``'s quantized state to ``out``; table keys point at ``derived``'s single safetensors file."""
     from safetensors.torch import save_file
 
+    index = derived / "model.safetensors.index.json"
     files = sorted(derived.glob("*.safetensors"))
-    if len(files) != 1:
-        raise ValueError(f"{derived}: expected one safetensors file, found {len(files)}")
+    source_of = json.loads(index.read_text())["weight_map"] if index.exists() else None
+    if source_of is None and len(files) != 1:
+        raise ValueError(f"{derived}: {len(files)} safetensors files and no model.safetensors.index.json")
     tied = getattr(model.config, "tie_word_embeddings", True)
     state = model.state_dict()
     tables = {k for k in state if k.endswith(_TABLES)}
     rest = {k: v.contiguous() for k, v in state.items() if k not in tables and not (tied and k == "lm_head.weight")}
     save_file(rest, out / "model-quantized.safetensors", metadata={"format": "pt"})
-    os.symlink(files[0].resolve(), out / "model-lookups.safetensors")
-    weight_map = {k: "model-quantized.safetensors" for k in rest} | {k: "model-lookups.safetensors" for k in tables}
+    weight_map = dict.fromkeys(rest, "model-quantized.safetensors")
+    for key in tables:
+        src = derived / source_of[key] if source_of is not None else files[0]
+        link = out / f"lookups-{src.name}"
+        if not link.exists():
+            os.symlink(src.resolve(), link)
+        weight_map[key] = link.name
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     model.config.save_pretrained(out)
     for f in derived.iterdir():
