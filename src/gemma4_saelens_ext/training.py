@@ -201,7 +201,9 @@ def prepare_activation_cache(spec: TrainingSpec, source, cfg) -> dict[str, Any] 
     seqs = dataset_sequences(source, cfg, max_tokens=None if mode is True else cfg.training_tokens)
     if seqs is None or not should_cache(mode, seqs.numel(), cfg.training_tokens):
         return None
-    path = spec.runner.get("cached_activations_path") or str(Path(cfg.checkpoint_path) / "activation_cache")
+    # the checkpoint folder as configured (SAELens appends a run id to cfg.checkpoint_path)
+    base = spec.runner.get("checkpoint_path") or cfg.checkpoint_path
+    path = spec.runner.get("cached_activations_path") or str(Path(base) / "activation_cache")
     info = write_activation_cache(source, cfg, path, seqs)
     cfg.use_cached_activations = True
     cfg.cached_activations_path = path

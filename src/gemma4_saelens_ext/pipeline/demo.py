@@ -178,7 +178,7 @@ def _stage_train(cfg: DemoConfig, d: Path) -> dict[str, Any]:
     ov.update(cfg.train_overrides)
     t0 = time.perf_counter()
     sae, path = train(cfg.config, ov)
-    cache = Path(ov["runner.checkpoint_path"]) / "activation_cache"
+    cache = Path(ov["runner.checkpoint_path"]) / "activation_cache"  # training.prepare_activation_cache's default
     return {"output": str(path), "training_data": src, "training_rows": rows, "d_in": int(sae.cfg.d_in),
             "d_sae": int(sae.cfg.d_sae), "from_cached_activations": cache.exists(),
             "train_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
