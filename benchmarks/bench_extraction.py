@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 TEXT = (
     "You are playing Werewolf. You have been assigned the role of Werewolf. Another player asks you: "
@@ -27,13 +27,15 @@ TEXT = (
 
 def _rss_child(model: str, precision: str, layer: int, truncate: bool) -> tuple[float, float]:
     """(RSS after load, peak RSS after one extraction) in MiB, in a fresh process."""
+    # peak = VmHWM, not ru_maxrss (which a child inherits from this parent: see benchmarks/_mem.py)
     code = (
-        "import resource,psutil;from gemma4_saelens_ext.models import load_model;"
+        f"import sys;sys.path.insert(0,{str(Path(__file__).parent)!r});import _mem;"
+        "from gemma4_saelens_ext.models import load_model;"
         "from gemma4_saelens_ext.source import activations;"
         f"lm=load_model({model!r},{precision!r},truncate_after_layer={layer if truncate else None});"
-        "cur=psutil.Process().memory_info().rss/2**20;"
+        "cur=_mem.rss_mib();"
         f"activations(lm,[{TEXT!r}]*8,{layer});"
-        "print(cur, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)"
+        "print(cur, _mem.peak_rss_mib())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     cur, peak = out.stdout.strip().splitlines()[-1].split()

@@ -37,6 +37,7 @@ def test_demo_end_to_end_and_resume(tmp_path: Path, capsys):
     assert main(["demo", "--out", str(out), *QUICK]) == 0
     stages = json.loads((out / "stages.json").read_text())["stages"]
     assert [stages[s]["status"] for s in STAGES] == ["done"] * 4
+    assert stages["train"]["from_cached_activations"]  # the tiny dataset is smaller than the training budget
     assert all(stages[s]["seconds"] >= 0 for s in STAGES)
     printed = capsys.readouterr().out
     assert "stage" in printed and "total" in printed  # summary table

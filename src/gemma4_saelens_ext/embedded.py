@@ -7,6 +7,9 @@
   config, for Gemma-4-only code paths (per-layer embeddings, shared-KV layers, the multimodal ``language_model``).
   ``gemma-4-e2b-mini`` keeps E2B's hidden size (1536), per-layer inputs and KV sharing with few layers. They use a
   small byte-level BPE tokenizer (Gemma special-token ids) so the embedding tables stay small.
+* ``gemma-4-e2b-shape``: random-init ``Gemma4ForCausalLM`` with exactly Gemma 4 E2B's text config
+  (:func:`e2b_text_config`, 4.63B parameters, bf16, ~9.3 GB on disk). For performance work at real size only: it is
+  built on demand (never in CI), streamed tensor by tensor into one safetensors file so building it needs little RAM.
 
 Everything is written atomically under :func:`cache_dir` with a file lock, so concurrent test workers and
 interrupted conversions never leave a half-written model behind.
@@ -28,7 +31,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EMBEDDED_MODELS", "cache_dir", "embedded_model_path", "is_embedded"]
+__all__ = ["EMBEDDED_MODELS", "cache_dir", "embedded_model_path", "is_embedded", "e2b_text_config"]
 
 _FORMAT_VERSION = "1"
 
@@ -188,6 +191,118 @@ def _gemma4_text_config(kind: str, vocab_size: int):
     raise ValueError(kind)
 
 
+def e2b_text_config(**overrides):
+    """Gemma 4 E2B's text config (the release's public GGUF metadata), as a ``Gemma4TextConfig``.
+
+    35 layers, hidden 1536, 8 query heads / 1 KV head, head dim 256 (sliding) / 512 (full attention), sliding window
+    512, full attention at layers 4, 9, ..., 34, the last 20 layers reuse earlier layers' KV with double-wide MLPs
+    (6144 -> 12288), per-layer-input width 256, vocab 262144 for both tables, final logit softcap 30, RoPE theta 1e4
+    (sliding) / 1e6 with partial rotary 0.25 (full; the transformers defaults), tied embeddings. ``overrides``
+    replace fields (small structural copies for tests); the 4:1 layer pattern follows ``num_hidden_layers``.
+    """
+    from transformers import Gemma4TextConfig
+
+    n = int(overrides.get("num_hidden_layers", 35))  # smaller copies (tests) keep the 4:1 pattern
+    kwargs = dict(
+        vocab_size=262144,
+        vocab_size_per_layer_input=262144,
+        hidden_size=1536,
+        intermediate_size=6144,
+        num_hidden_layers=n,
+        num_attention_heads=8,
+        num_key_value_heads=1,
+        head_dim=256,
+        global_head_dim=512,
+        sliding_window=512,
+        layer_types=["full_attention" if i % 5 == 4 else "sliding_attention" for i in range(n)],
+        num_kv_shared_layers=20,
+        use_double_wide_mlp=True,
+        hidden_size_per_layer_input=256,
+        final_logit_softcapping=30.0,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    kwargs.update(overrides)
+    return Gemma4TextConfig(**kwargs)
+
+
+#: safetensors dtype names
+SAFETENSORS_DTYPES = {
+    "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+
+
+def write_safetensors_streaming(path: Path, tensors: dict[str, tuple[tuple[int, ...], torch.dtype]],
+                                fill: Callable[[str, torch.Tensor, int], None], chunk_rows: int = 8192) -> None:
+    """Write a safetensors file without holding it in memory: the header, then each tensor in row chunks that
+    ``fill(name, chunk, row0)`` fills with rows ``row0..``, appended to the file one by one.
+    (``safetensors.torch.save_file`` needs every tensor in memory and copies each to bytes first: twice the 9 GB of
+    the E2B-shape model.)"""
+    import json
+
+    import numpy as np
+
+    names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (shape, dtype) in tensors.items():
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        header[name] = {"dtype": names[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as fh:
+        fh.write(len(head).to_bytes(8, "little") + head)
+        for name, (shape, dtype) in tensors.items():
+            if not shape or 0 in shape:
+                chunk = torch.empty(shape, dtype=dtype)
+                fill(name, chunk, 0)
+                fh.write(chunk.reshape(-1).view(torch.uint8).numpy().tobytes())
+                continue
+            for r0 in range(0, shape[0], chunk_rows):
+                chunk = torch.empty((min(chunk_rows, shape[0] - r0), *shape[1:]), dtype=dtype)
+                fill(name, chunk, r0)
+                fh.write(chunk.reshape(-1).view(torch.uint8).numpy())
+        if fh.tell() != 8 + len(head) + offset:
+            raise RuntimeError(f"{path}: wrote {fh.tell()} bytes, expected {8 + len(head) + offset}")
+
+
+def build_streamed_gemma4(out: Path, cfg, name: str, dtype: torch.dtype = torch.bfloat16) -> None:
+    """A random-init ``Gemma4ForCausalLM`` checkpoint for ``cfg``, written tensor by tensor (the model only ever
+    exists on the meta device): normal(0, initializer_range) weights, ones for norms and layer scalars."""
+    from transformers import Gemma4ForCausalLM
+
+    t0 = time.time()
+    _build_tokenizer(out)
+    with torch.device("meta"):
+        model = Gemma4ForCausalLM(cfg)
+    shapes = {k: (tuple(t.shape), dtype) for k, t in model.state_dict().items() if k != "lm_head.weight"}
+    gen = torch.Generator().manual_seed(0)
+    std = cfg.initializer_range
+    logger.info("Building %s (%.2fB random parameters) in %s ...", name, model.num_parameters() / 1e9, out)
+
+    def fill(name: str, view: torch.Tensor, _row0: int) -> None:
+        if name.endswith("layer_scalar") or name.endswith("norm.weight"):
+            view.fill_(1.0)
+        else:
+            view.copy_(torch.randn(view.shape, generator=gen).mul_(std))
+
+    write_safetensors_streaming(out / "model.safetensors", shapes, fill)
+    cfg.architectures = ["Gemma4ForCausalLM"]
+    cfg.name_or_path = name
+    cfg.dtype = str(dtype).removeprefix("torch.")
+    cfg.save_pretrained(out)
+    logger.info("Built %s in %.0f s", name, time.time() - t0)
+
+
+def _build_e2b_shape(out: Path) -> None:
+    """E2B-shape checkpoint in bf16 (the release's dtype): ~9.3 GB, a few minutes on 2 cores."""
+    build_streamed_gemma4(out, e2b_text_config(), "gemma-4-e2b-shape")
+
+
 def _build_random_gemma4(kind: str, multimodal: bool) -> Callable[[Path], None]:
     def build(out: Path) -> None:
         from transformers import AutoTokenizer, Gemma4Config, Gemma4ForCausalLM, Gemma4ForConditionalGeneration
@@ -213,6 +328,10 @@ EMBEDDED_MODELS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "gemma-4-e2b-mini": (
         "random-init Gemma4ForCausalLM with E2B's hidden size 1536, PLE + shared KV, 6 layers",
         _build_random_gemma4("e2b-mini", False),
+    ),
+    "gemma-4-e2b-shape": (
+        "random-init Gemma4ForCausalLM with exactly E2B's text config (4.63B params, ~9.3 GB; benchmarks only)",
+        _build_e2b_shape,
     ),
     "gemma-4-tiny-multimodal": (
         "random-init Gemma4ForConditionalGeneration (text tower under model.language_model)",

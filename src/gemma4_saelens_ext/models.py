@@ -25,11 +25,13 @@ import torch
 from torch import nn
 
 from gemma4_saelens_ext.embedded import build_cached, cache_dir, embedded_model_path, is_embedded
+from gemma4_saelens_ext.placement import default_lookups_on_cpu, lookup_device_map, meta_model, run_lookups_on_cpu
 from gemma4_saelens_ext.precision import from_pretrained_kwargs, get_precision
+from gemma4_saelens_ext.quantized_cache import quantized_path, save_quantized
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "load_model", "resolve_source", "find_decoder_layers", "parse_layer"]
+__all__ = ["LoadedModel", "load_model", "prepare_checkpoint", "resolve_source", "find_decoder_layers", "parse_layer"]
 
 #: Candidate attribute paths of the decoder-layer list, most specific first.
 _LAYER_PATHS = ("model.language_model.layers", "model.layers", "language_model.layers", "layers")
@@ -101,7 +103,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Device of the decoder layers (inputs go there; the lookup tables may stay on the CPU)."""
+        return next(self.layers.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -190,17 +193,11 @@ def _kept_layer_count(text_cfg: dict[str, Any], layer: int) -> int:
     return n
 
 
-def _derive_checkpoint(src: Path, out: Path, keep_layers: int | None, text_only: bool) -> None:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    cfg = _read_config(src)
+def _derived_config(cfg: dict[str, Any], keep_layers: int | None, text_only: bool) -> dict[str, Any]:
+    """config.json of the derived checkpoint: layers cut to ``keep_layers``; text-only -> a ``Gemma4ForCausalLM``."""
     multimodal = _is_multimodal(cfg)
     text_cfg = dict(_text_config(cfg))
     n_full = text_cfg["num_hidden_layers"]
-    to_text = text_only and multimodal
-    prefix = "model.language_model." if multimodal else "model."
-
     if keep_layers is not None:
         text_cfg["num_hidden_layers"] = keep_layers
         if text_cfg.get("layer_types"):
@@ -212,56 +209,91 @@ def _derive_checkpoint(src: Path, out: Path, keep_layers: int | None, text_only:
         if text_cfg.get("num_kv_shared_layers"):
             first_shared = n_full - text_cfg["num_kv_shared_layers"]
             text_cfg["num_kv_shared_layers"] = max(0, keep_layers - first_shared)
-    ple = text_cfg.get("hidden_size_per_layer_input") or 0
+    if text_only and multimodal:
+        new_cfg = dict(text_cfg, architectures=["Gemma4ForCausalLM"])
+    elif multimodal:
+        new_cfg = dict(cfg, text_config=text_cfg)
+    else:
+        new_cfg = text_cfg
+    new_cfg["_derived_from"] = {"kept_layers": keep_layers, "original_layers": n_full}
+    return new_cfg
 
-    def rewrite(key: str, t: torch.Tensor | None) -> tuple[str, torch.Tensor | None] | None:
-        pfx = prefix
-        if to_text:
-            if key.startswith(_MULTIMODAL_DROP_PREFIXES):
-                return None
-            if key.startswith("model.language_model."):
-                key = "model." + key[len("model.language_model.") :]
-            pfx = "model."
-        inner = key[len(pfx) :] if key.startswith(pfx) else None
-        if keep_layers is not None:
-            m = re.match(r"layers\.(\d+)\.", inner or "")
-            if m and int(m.group(1)) >= keep_layers:
-                return None
-            if key == "lm_head.weight" and cfg.get("tie_word_embeddings", True):
-                return None
-            if t is not None and ple and inner == "embed_tokens_per_layer.weight":
-                t = t[:, : keep_layers * ple].contiguous()
-            elif t is not None and ple and inner == "per_layer_model_projection.weight":
-                t = t[: keep_layers * ple].contiguous()
-        return key, t
 
+def _rewrite_key(
+    cfg: dict[str, Any], key: str, keep_layers: int | None, text_only: bool
+) -> tuple[str, int | None, int | None] | None:
+    """``(new_key, rows, cols)`` of checkpoint tensor ``key`` in the derived checkpoint, where ``rows``/``cols`` cut
+    the tensor to its first rows/columns (None: all); None when the tensor is dropped."""
+    multimodal = _is_multimodal(cfg)
+    ple = _text_config(cfg).get("hidden_size_per_layer_input") or 0
+    pfx = "model.language_model." if multimodal else "model."
+    if text_only and multimodal:
+        if key.startswith(_MULTIMODAL_DROP_PREFIXES):
+            return None
+        if key.startswith("model.language_model."):
+            key = "model." + key[len("model.language_model.") :]
+        pfx = "model."
+    inner = key[len(pfx) :] if key.startswith(pfx) else None
+    rows = cols = None
+    if keep_layers is not None:
+        m = re.match(r"layers\.(\d+)\.", inner or "")
+        if m and int(m.group(1)) >= keep_layers:
+            return None
+        if key == "lm_head.weight" and cfg.get("tie_word_embeddings", True):
+            return None
+        if ple and inner == "embed_tokens_per_layer.weight":
+            cols = keep_layers * ple
+        elif ple and inner == "per_layer_model_projection.weight":
+            rows = keep_layers * ple
+    return key, rows, cols
+
+
+def _derive_checkpoint(src: Path, out: Path, keep_layers: int | None, text_only: bool) -> None:
+    """Write the derived checkpoint tensor by tensor, reading only the kept rows/columns (safetensors slices), so
+    deriving from a multi-GB checkpoint needs little RAM."""
+    from safetensors import safe_open
+
+    from gemma4_saelens_ext.embedded import SAFETENSORS_DTYPES, write_safetensors_streaming
+
+    cfg = _read_config(src)
     files = sorted(src.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{src} has no *.safetensors weights; only safetensors checkpoints are supported.")
     index: dict[str, str] = {}
     for f in files:
-        tensors: dict[str, torch.Tensor] = {}
         with safe_open(f, framework="pt") as fh:
+            plan: dict[str, tuple[str, int | None, int | None]] = {}
+            shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
             for key in fh.keys():
-                if rewrite(key, None) is None:
+                new = _rewrite_key(cfg, key, keep_layers, text_only)
+                if new is None:
                     continue
-                new = rewrite(key, fh.get_tensor(key))
-                assert new is not None and new[1] is not None
-                tensors[new[0]] = new[1]
-        if tensors:
-            save_file(tensors, out / f.name, metadata={"format": "pt"})
-            index.update({k: f.name for k in tensors})
+                sl = fh.get_slice(key)
+                shape = list(sl.get_shape())
+                if new[1] is not None:
+                    shape[0] = new[1]
+                if new[2] is not None:
+                    shape[1] = new[2]
+                plan[new[0]] = (key, new[1], new[2])
+                shapes[new[0]] = (tuple(shape), SAFETENSORS_DTYPES[sl.get_dtype()])
+
+            def fill(name: str, view: torch.Tensor, row0: int) -> None:
+                key, _rows, cols = plan[name]
+                sl = fh.get_slice(key)
+                if view.dim() == 0:
+                    view.copy_(fh.get_tensor(key))
+                elif cols is None:
+                    view.copy_(sl[row0 : row0 + view.shape[0]])
+                else:
+                    view.copy_(sl[row0 : row0 + view.shape[0], :cols])
+
+            if shapes:
+                write_safetensors_streaming(out / f.name, shapes, fill)
+                index.update({k: f.name for k in shapes})
     if len(files) > 1:
         (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
-
-    if to_text:
-        text_cfg["architectures"] = ["Gemma4ForCausalLM"]
-        new_cfg = text_cfg
-    elif multimodal:
-        new_cfg = dict(cfg, text_config=text_cfg)
-    else:
-        new_cfg = text_cfg
-    new_cfg["_derived_from"] = {"source": str(src), "kept_layers": keep_layers, "original_layers": n_full}
+    new_cfg = _derived_config(cfg, keep_layers, text_only)
+    new_cfg["_derived_from"]["source"] = str(src)
     (out / "config.json").write_text(json.dumps(new_cfg, indent=2))
     for f in src.iterdir():
         if f.is_file() and (f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "generation_config.json", "chat_template.jinja")):
@@ -276,6 +308,33 @@ def _derived_path(src: Path, keep_layers: int | None, text_only: bool) -> Path:
     return cache_dir() / "derived" / tag
 
 
+def _plan(cfg: dict[str, Any], truncate_after_layer: int | str | None, text_only: bool) -> tuple[int | None, int | None]:
+    """(hooked layer, layers to keep; None = all) for a load."""
+    if truncate_after_layer is None:
+        return None, None
+    text_cfg = _text_config(cfg)
+    n_layers = int(text_cfg["num_hidden_layers"])
+    layers_path = "model.language_model.layers" if _is_multimodal(cfg) and not text_only else "model.layers"
+    layer = parse_layer(truncate_after_layer, n_layers, layers_path)
+    keep = _kept_layer_count(text_cfg, layer)
+    return layer, (keep if keep < n_layers else None)
+
+
+def _checkpoint_to_load(path: Path, cfg: dict[str, Any], keep: int | None, text_only: bool) -> Path:
+    if keep is None and not (_is_multimodal(cfg) and text_only):
+        return path
+    return build_cached(_derived_path(path, keep, text_only), lambda out: _derive_checkpoint(path, out, keep, text_only))
+
+
+def prepare_checkpoint(source: str | Path, truncate_after_layer: int | str | None = None, text_only: bool = True) -> Path:
+    """Build (once, cached) the derived checkpoint :func:`load_model` would load, without loading it: e.g. ahead of
+    a timed or memory-measured run. Returns the folder."""
+    path = resolve_source(source)
+    cfg = _read_config(path)
+    _check_causal_lm(cfg, path)
+    return _checkpoint_to_load(path, cfg, _plan(cfg, truncate_after_layer, text_only)[1], text_only)
+
+
 # ---------------------------------------------------------------------------------------------------------- loading
 def load_model(
     source: str | Path = "gemma-3-270m",
@@ -284,11 +343,15 @@ def load_model(
     truncate_after_layer: int | str | None = None,
     text_only: bool = True,
     device: str | torch.device = "cpu",
+    lookups_on_cpu: bool | None = None,
 ) -> LoadedModel:
     """Load a Gemma-family causal LM at a named precision.
 
     ``truncate_after_layer=L`` keeps only what layer L's residual stream needs (see module docstring).
     ``text_only`` loads a multimodal Gemma 4 checkpoint as ``Gemma4ForCausalLM``.
+    ``lookups_on_cpu`` keeps the embedding tables (and the tied unembedding) on the CPU, memory-mapped, and moves
+    only looked-up rows to ``device`` (:mod:`gemma4_saelens_ext.placement`); default: on when a layer is hooked
+    (``truncate_after_layer``) and ``device`` is an accelerator.
     Errors (unknown precision, bad layer, non-causal-LM checkpoint, missing files) are raised before any weights load.
     """
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
@@ -303,26 +366,44 @@ def load_model(
     d_model = int(text_cfg["hidden_size"])
     multimodal = _is_multimodal(cfg)
 
-    keep: int | None = None
-    layer: int | None = None
-    if truncate_after_layer is not None:
-        layers_path = "model.language_model.layers" if multimodal and not text_only else "model.layers"
-        layer = parse_layer(truncate_after_layer, n_layers, layers_path)
-        keep = _kept_layer_count(text_cfg, layer)
-        if keep >= n_layers:
-            keep = None
-    load_path = path
-    if keep is not None or (multimodal and text_only):
-        target = _derived_path(path, keep, text_only)
-        load_path = build_cached(target, lambda out: _derive_checkpoint(path, out, keep, text_only))
+    layer, keep = _plan(cfg, truncate_after_layer, text_only)
+    load_path = _checkpoint_to_load(path, cfg, keep, text_only)
 
     load_multimodal = multimodal and not text_only
     auto = AutoModelForImageTextToText if load_multimodal else AutoModelForCausalLM
-    dev_kwargs: dict[str, Any] = {"device_map": {"": str(device)}} if prec.quantized else {}
-    logger.info("Loading %s at %s from %s", source, prec.name, load_path)
-    model = auto.from_pretrained(str(load_path), **kwargs, **dev_kwargs)
-    if not prec.quantized:
-        model.to(device)
+    if lookups_on_cpu is None:
+        lookups_on_cpu = default_lookups_on_cpu(device, layer)
+    device_map: dict[str, str] | None = None
+    if lookups_on_cpu:
+        from transformers import AutoConfig
+
+        device_map = lookup_device_map(meta_model(AutoConfig.from_pretrained(str(load_path)), load_multimodal), device)
+        if "quantization_config" in kwargs and torch.device(device).type != "cpu":
+            # bitsandbytes refuses a device_map with "cpu" entries unless told they stay unquantized (the tables are
+            # never quantized anyway)
+            kwargs["quantization_config"].llm_int8_enable_fp32_cpu_offload = True
+    elif prec.quantized:
+        device_map = {"": str(device)}
+    # truncated nf4 on the CPU: the quantized layers are cached after the first load (see quantized_cache)
+    on_cpu = torch.device(device).type == "cpu"
+    qcache = quantized_path(load_path, prec.name) if keep is not None and prec.quant == "nf4" and on_cpu else None
+    dm = {"device_map": device_map} if device_map else {}
+    if qcache is not None and (qcache / ".complete").exists():
+        logger.info("Loading %s at %s from its quantized cache %s", source, prec.name, qcache)
+        model = auto.from_pretrained(str(qcache), dtype=kwargs["dtype"], **dm)
+    else:
+        logger.info("Loading %s at %s from %s", source, prec.name, load_path)
+        model = auto.from_pretrained(str(load_path), **kwargs, **dm)
+        if device_map is None:
+            model.to(device)
+        if keep is not None and prec.quant == "nf4":
+            from gemma4_saelens_ext.requantize import match_full_quantization
+
+            match_full_quantization(model, path)  # the full load's double-quant statistics: bit-identical activations
+        if qcache is not None:
+            build_cached(qcache, lambda out: save_quantized(model, out, load_path))
+    if lookups_on_cpu:
+        run_lookups_on_cpu(model, device_map)
     model.eval()
     model.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(str(load_path))

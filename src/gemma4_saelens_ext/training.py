@@ -8,6 +8,8 @@ model:            # how the activation source is built (gemma4_saelens_ext.model
   precision: nf4                # nf4 | nf4-bf16 | int8 | fp16 | bf16 | fp32
   layer: 12                     # residual stream after decoder layer 12 -> blocks.12.hook_resid_post
   truncate: true                # load only layers 0..12 (activations are identical; less memory)
+  cache_activations: auto       # auto: when the dataset has fewer tokens than training_tokens, extract it once
+                                # into SAELens's cached-activations format and train from that (true / false)
 sae:              # TopKTrainingSAEConfig fields
   d_in: 640
   d_sae: 2560
@@ -70,6 +72,8 @@ class TrainingSpec:
     sae: dict[str, Any]
     runner: dict[str, Any]
     truncate: bool = True
+    #: "auto" (cache when the dataset is smaller than the training budget), True or False
+    cache_activations: str | bool = "auto"
     config_path: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -157,6 +161,7 @@ def load_training_config(config: str | Path | dict[str, Any], overrides: dict[st
         precision=precision,
         layer=int(layer),
         truncate=bool(model.get("truncate", True)),
+        cache_activations=model.get("cache_activations", "auto"),
         sae=sae,
         runner=dict(raw.get("runner") or {}),
         config_path=str(path) if path else None,
@@ -174,7 +179,9 @@ def build_source(spec: TrainingSpec):
         # SAELens's W&B evals compute the LM loss with the SAE spliced in, which needs every layer.
         logger.info("log_to_wandb is on: loading all layers so SAELens's CE-loss evals are meaningful.")
         truncate = False
-    lm = load_model(spec.source, spec.precision, truncate_after_layer=spec.layer if truncate else None)
+    # the model runs where the SAE trains; on an accelerator the lookup tables stay on the CPU (load_model default)
+    device = str(spec.runner.get("device", "cpu"))
+    lm = load_model(spec.source, spec.precision, truncate_after_layer=spec.layer if truncate else None, device=device)
     if int(spec.sae["d_in"]) != lm.d_model:
         raise ValueError(
             f"sae.d_in={spec.sae['d_in']} does not match the model's hidden size {lm.d_model} "
@@ -183,15 +190,43 @@ def build_source(spec: TrainingSpec):
     return Gemma4ActivationSource(lm, [spec.hook_name])
 
 
+def prepare_activation_cache(spec: TrainingSpec, source, cfg) -> dict[str, Any] | None:
+    """Write the activation cache and point ``cfg`` at it when ``spec.cache_activations`` asks for one (``auto``:
+    the dataset has fewer tokens than ``training_tokens``). Returns the cache's summary, or None (live training)."""
+    from gemma4_saelens_ext.activation_cache import dataset_sequences, should_cache, write_activation_cache
+
+    mode = spec.cache_activations
+    if cfg.use_cached_activations or mode in (False, "false", "off", None):
+        return None
+    seqs = dataset_sequences(source, cfg, max_tokens=None if mode is True else cfg.training_tokens)
+    if seqs is None or not should_cache(mode, seqs.numel(), cfg.training_tokens):
+        return None
+    # the checkpoint folder as configured (SAELens appends a run id to cfg.checkpoint_path)
+    base = spec.runner.get("checkpoint_path") or cfg.checkpoint_path
+    path = spec.runner.get("cached_activations_path") or str(Path(base) / "activation_cache")
+    info = write_activation_cache(source, cfg, path, seqs)
+    cfg.use_cached_activations = True
+    cfg.cached_activations_path = path
+    logger.info(
+        "Training from cached activations: %d dataset tokens < %d training tokens (%.1f passes)",
+        info["tokens"], cfg.training_tokens, cfg.training_tokens / max(1, info["tokens"]),
+    )
+    return info
+
+
 def build_runner(spec: TrainingSpec, source=None, **runner_kwargs: Any):
-    """A ready ``LanguageModelSAETrainingRunner`` (our source passed as ``override_model``)."""
+    """A ready ``LanguageModelSAETrainingRunner`` (our source passed as ``override_model``); with an activation cache
+    written first when the dataset is smaller than the budget (:func:`prepare_activation_cache`)."""
     from sae_lens import LanguageModelSAETrainingRunner
 
     cfg = spec.runner_config()
     if not cfg.logger.log_to_wandb:
         os.environ.setdefault("WANDB_MODE", "disabled")
     source = source or build_source(spec)
-    return LanguageModelSAETrainingRunner(cfg, override_model=source, **runner_kwargs)
+    cache = prepare_activation_cache(spec, source, cfg)
+    runner = LanguageModelSAETrainingRunner(cfg, override_model=source, **runner_kwargs)
+    runner.activation_cache = cache  # type: ignore[attr-defined]
+    return runner
 
 
 def train(

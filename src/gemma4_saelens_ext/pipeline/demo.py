@@ -158,11 +158,10 @@ def _stage_train(cfg: DemoConfig, d: Path) -> dict[str, Any]:
     from gemma4_saelens_ext.training import train
 
     out = d / "sae"
-    src = _training_data(d / "dataset")
     # a folder holding one train.parquet: ``datasets.load_dataset`` (inside SAELens) reads it offline as split "train"
     data = d / "sae_data"
     data.mkdir(exist_ok=True)
-    shutil.copyfile(src, data / "train.parquet")
+    src, rows = _training_data(d / "dataset", data / "train.parquet")
     ov: dict[str, Any] = {
         "runner.dataset_path": str(data),
         "runner.output_path": str(out),
@@ -183,22 +182,42 @@ def _stage_train(cfg: DemoConfig, d: Path) -> dict[str, Any]:
     if cfg.training_tokens is not None:
         ov["runner.training_tokens"] = cfg.training_tokens
     ov.update(cfg.train_overrides)
+    t0 = time.perf_counter()
     sae, path = train(cfg.config, ov)
-    return {"output": str(path), "training_data": str(src), "d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae)}
+    cache = Path(ov["runner.checkpoint_path"]) / "activation_cache"  # training.prepare_activation_cache's default
+    return {"output": str(path), "training_data": src, "training_rows": rows, "d_in": int(sae.cfg.d_in),
+            "d_sae": int(sae.cfg.d_sae), "from_cached_activations": cache.exists(),
+            "train_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
 
-def _training_data(ds: Path) -> Path:
-    """The built dataset's train split as a parquet file (SAELens reads it with ``load_dataset``); every completion
-    (``all.parquet``) when the balanced pool left the train split empty (tiny budgets). The SAE is unsupervised, so
-    labels are not used here."""
+def _training_data(ds: Path, dest: Path) -> tuple[str, int]:
+    """Write the SAE's training rows to ``dest`` (SAELens reads the folder with ``load_dataset``); returns a description
+    and the row count. The SAE is unsupervised: it trains on every completion of the *train prompts*, ambiguous ones
+    included, and never on an eval prompt (``all.parquet`` rows with ``prompt_split == "train"``). Datasets built
+    before that column existed: the balanced train split, or every completion when that split is empty."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    alls = ds / "data" / "all.parquet"
+    if alls.exists():
+        table = pq.read_table(alls)
+        if "prompt_split" in table.column_names:
+            sel = table.filter(pc.equal(table["prompt_split"], "train"))
+            if sel.num_rows == 0:
+                raise DemoError(f"{alls} has no row with prompt_split == 'train'; raise --max-prompts so some prompts "
+                                "go to the train split.")  # fmt: skip
+            pq.write_table(sel, dest)
+            return f"{alls} rows with prompt_split == 'train'", sel.num_rows
     train = ds / "data" / "train.parquet"
     if train.exists() and sum(_split_sizes(ds, "train")) > 0:
-        return train
-    alls = ds / "data" / "all.parquet"
-    if not alls.exists():
+        src = train
+    elif alls.exists():
+        logger.warning("train split of %s is empty; training the SAE on every completion (%s)", ds, alls)
+        src = alls
+    else:
         raise DemoError(f"The built dataset {ds} has no data/train.parquet or data/all.parquet rows to train on.")
-    logger.warning("train split of %s is empty; training the SAE on every completion (%s)", ds, alls)
-    return alls
+    shutil.copyfile(src, dest)
+    return str(src), pq.read_metadata(dest).num_rows
 
 
 def _suite_overrides(cfg: DemoConfig, d: Path) -> tuple[Any, str]:
