@@ -124,5 +124,7 @@ def test_training_hook_evaluate_and_jsonl(tmp_path):
     hook._log(rec)
     line = json.loads((tmp_path / "h.jsonl").read_text().splitlines()[0])
     assert line["step"] == 5 and line["heldout/l0"] == pytest.approx(4.0) and "heldout/d_max" in line
+    grouped = TrainingEvalHook(x, labels, groups=np.arange(40) // 4, n_permutations=200).evaluate(sae, step=1)
+    assert grouped["heldout/n_groups"] == 10 and 0 < grouped["heldout/p_d_max"] <= 1
     with pytest.raises(ValueError, match="only one class"):
         TrainingEvalHook(x, ["honest"] * 40)

@@ -35,10 +35,12 @@ __all__ = ["TrainingEvalHook", "attach_eval_hook"]
 @dataclass
 class TrainingEvalHook:
     """``acts``: held-out activations [n, d_in] (pooled, as the SAE sees them); ``labels``: honest/deceptive
-    strings or 0/1 (ambiguous rows dropped). ``n_permutations > 0`` adds a d_max permutation p (costs more)."""
+    strings or 0/1 (ambiguous rows dropped); ``groups``: the prompt group of each row. ``n_permutations > 0`` adds a
+    d_max p-value (costs more): against the group-flip null when ``groups`` is given, else row permutations."""
 
     acts: Any
     labels: Any
+    groups: Any = None
     every_n_steps: int = 100
     jsonl_path: str | Path | None = None
     n_permutations: int = 0
@@ -54,6 +56,7 @@ class TrainingEvalHook:
             raise ValueError(f"held-out batch: {len(x)} activations but {len(keep)} labels")
         self._x = torch.as_tensor(x[keep])
         self._y = y
+        self._groups = None if self.groups is None else np.asarray(self.groups)[keep]
         S.check_binary_labels(y, what="training-hook held-out batch")
 
     @torch.no_grad()
@@ -76,8 +79,12 @@ class TrainingEvalHook:
                    "heldout/top_latents": summ["top_latents"], "heldout/n_pos": int(self._y.sum()),
                    "heldout/n_neg": int((1 - self._y).sum())}
         if self.n_permutations:
-            null = S.permutation_null_d(f_np, self._y, n_permutations=self.n_permutations, seed=step)
-            rec_out["heldout/p_d_max"] = S.permutation_p(summ["d_max"], null["d_max"])
+            from gemma4_saelens_ext.evals.dvalues import dvalue_analysis
+
+            r = dvalue_analysis(f_np, self._y, groups=self._groups, n_permutations=self.n_permutations, n_bootstrap=20,
+                                min_class_size=2, seed=step)
+            rec_out["heldout/p_d_max"] = r.p_d_max
+            rec_out["heldout/n_groups"] = r.n_groups
         return rec_out
 
     def _log(self, rec: dict[str, Any], trainer: Any = None) -> None:
