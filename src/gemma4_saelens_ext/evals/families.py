@@ -91,6 +91,15 @@ def control(ctx: SuiteContext) -> dict[str, Any]:
     the power to find anything, and the report says so."""
     pos, neg = ctx.cfg.control.contrast
     rows = [r for r in ctx.iv_rows if str(r.get("variant")) in (pos, neg)]
+    source = "the dataset's input-variation split"
+    n_q = len({r.get("group") for r in rows})
+    if n_q < ctx.cfg.control.min_groups and ctx.cfg.control.scripted_fallback:
+        from gemma4_saelens_ext.evals.data import scripted_rows
+
+        rows = [r for r in scripted_rows(["sandbagging_qa"], seed=ctx.cfg.seed)["input_variation"]
+                if str(r.get("variant")) in (pos, neg)]
+        source = (f"scripted completions of the built-in sandbagging_qa questions (the dataset's input-variation split "
+                  f"has {n_q} question groups, fewer than control.min_groups={ctx.cfg.control.min_groups})")
     yy = np.array([int(str(r.get("variant")) == pos) for r in rows])
     if min(int(yy.sum()), int((1 - yy).sum())) < 2:
         msg = (f"positive control {pos}-vs-{neg}: too few rows ({int(yy.sum())}/{int((1 - yy).sum())}); the "
@@ -108,7 +117,7 @@ def control(ctx: SuiteContext) -> dict[str, Any]:
                f"the SAE p = {sae.p_d_max:.3g}" if detected else
                f"positive control NOT detected (raw p = {raw.p_d_max:.3g}, {raw.n_groups} groups): this run lacks the "
                "power to find anything, so a non-significant behavior result here means 'no power', not 'no effect'")
-    return {"contrast": [pos, neg], "raw": raw.to_dict(), "sae": sae.to_dict(), "detected": bool(detected),
+    return {"contrast": [pos, neg], "source": source, "raw": raw.to_dict(), "sae": sae.to_dict(), "detected": bool(detected),
             "sae_detected": bool(sae.p_d_max <= st.alpha), "verdict": verdict}
 
 

@@ -132,7 +132,8 @@ def _control(r: dict[str, Any]) -> list[str]:
         return []
     if c.get("skipped"):
         return ["Positive control", "", f"  • skipped: {c['skipped']}", ""]
-    L = [f"Positive control ({c['contrast'][0]} vs {c['contrast'][1]} templates on the same questions)", ""]
+    L = [f"Positive control ({c['contrast'][0]} vs {c['contrast'][1]} templates on the same questions; rows: "
+         f"{c.get('source', '')})", ""]
     for k in ("raw", "sae"):
         v = c[k]
         L.append(f"  • {v['split']}: d_max {_f(v['d_max'])}, p = {_f(v['p_d_max'], 4)} ({v['n_groups']} groups, "
@@ -255,6 +256,12 @@ def render_markdown(r: dict[str, Any], plots: dict[str, str]) -> str:
     return "\n".join(L)
 
 
+def _bins(x: np.ndarray, n: int) -> int:
+    """At most ``n`` bins and no more than distinct values (a null over a handful of groups takes a few values,
+    equal up to rounding)."""
+    return max(1, min(n, len(np.unique(np.round(x, 6))))) if x.size else 1
+
+
 def make_plots(r: dict[str, Any], out: Path) -> dict[str, str]:
     import matplotlib
 
@@ -267,10 +274,15 @@ def make_plots(r: dict[str, Any], out: Path) -> dict[str, str]:
         fig, axes = plt.subplots(1, len(dvals), figsize=(4.5 * len(dvals), 3.2), squeeze=False)
         for ax, (k, d) in zip(axes[0], dvals.items()):
             d = np.abs(np.asarray(d, dtype=float))
-            ax.hist(d[d > 0], bins=40, alpha=0.6, label="abs(d), all latents", density=True)
+            shown = d[(d > 0) & np.isfinite(d)]
+            ax.hist(shown, bins=_bins(shown, 40), alpha=0.6, label="abs(d), all latents (finite)", density=True)
             if k in nulls:
-                ax.hist(nulls[k], bins=30, alpha=0.6, label="null d_max (group flips)", density=True)
-            ax.axvline(d.max(), color="k", ls="--", label=f"observed d_max {d.max():.2f}")
+                nk = np.asarray(nulls[k], dtype=float)
+                nk = nk[np.isfinite(nk)]
+                ax.hist(nk, bins=_bins(nk, 30), alpha=0.6, label="null d_max (group flips)", density=True)
+            dmax = float(np.max(d)) if d.size else float("nan")
+            ax.axvline(min(dmax, float(np.max(shown, initial=0.0)) * 1.05 or 1.0), color="k", ls="--",
+                       label=f"observed d_max {dmax:.2f}")
             ax.set_title(k, fontsize=9)
             ax.set_xlabel("abs(Cohen's d)")
             ax.legend(fontsize=6)

@@ -87,6 +87,10 @@ class ControlSpec:
     enabled: bool = True
     #: input-variation contrast (variant, reference variant): the same questions under two templates
     contrast: list[str] = field(default_factory=lambda: ["V3", "neutral"])
+    #: fewest question groups for the control to be able to reach p < 0.05 (2/2^G <= 0.05 needs G >= 6)
+    min_groups: int = 6
+    #: with fewer groups in the dataset, use scripted completions of the built-in sandbagging questions (labelled)
+    scripted_fallback: bool = True
 
 
 @dataclass
