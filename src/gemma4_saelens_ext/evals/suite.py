@@ -395,7 +395,9 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
     from gemma4_saelens_ext.releases import check_encode_convention, loaded_from_release
 
     if "fit" not in cfg.sae or loaded_from_release(sae):
-        chk = check_encode_convention(sae, train.acts)
+        # on what the SAE is applied to: token activations (BOS excluded) or the pooled residual
+        probe_x = ctx.tokens(train.sample_groups(32, cfg.seed).rows) if ctx.encode[0] == "tokens" else train.acts
+        chk = check_encode_convention(sae, probe_x)
         report["sae"]["encode_convention"] = chk.to_dict()
         if chk.loaded_loses:
             warnings.append(chk.summary())
