@@ -38,3 +38,29 @@ def test_writer_that_writes_nothing_is_an_error(tmp_path):
         with atomic_path(tmp_path / "x.bin"):
             pass
     assert not list(tmp_path.iterdir())
+
+
+def test_build_cached_runs_the_builder_once_under_concurrency(tmp_path):
+    """Two builders racing for one cache folder: the file lock lets one build, the other finds it complete."""
+    import threading
+    import time
+
+    from gemma4_saelens_ext.embedded import build_cached
+
+    calls = []
+
+    def builder(out):
+        calls.append(threading.get_ident())
+        time.sleep(0.3)
+        (out / "weights.bin").write_bytes(b"x" * 10)
+
+    target = tmp_path / "models" / "m"
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(build_cached(target, builder))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and results == [target, target]
+    assert (target / "weights.bin").read_bytes() == b"x" * 10 and (target / ".complete").exists()
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".m.") and p.is_dir()]  # no temp folder left

@@ -17,17 +17,16 @@ interrupted conversions never leave a half-written model behind.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +43,13 @@ def cache_dir() -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def build_cached(target: Path, builder: Callable[[Path], None]) -> Path:
     """Run ``builder(tmpdir)`` once and move the result to ``target`` atomically (marker file = complete)."""
     marker = target / ".complete"
     if marker.exists() and marker.read_text().strip() == _FORMAT_VERSION:
         return target
-    with _file_lock(target.parent / f".{target.name}.lock"):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
         if marker.exists() and marker.read_text().strip() == _FORMAT_VERSION:
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
