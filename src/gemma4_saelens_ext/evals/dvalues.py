@@ -251,8 +251,7 @@ def replication_analysis(
     (one-sided, so a latent that flips sign counts against itself). Selecting and measuring on the same rows
     inflates d; this is the number to quote."""
     train_d = np.asarray(train_d, dtype=np.float64)
-    finite = np.where(np.isfinite(train_d), np.abs(train_d), np.inf)
-    latents = [int(i) for i in np.argsort(-finite, kind="stable")[:top_n]]
+    latents = S.d_summary(train_d, top_n=top_n)["top_latents"]
     sign = np.sign(train_d[latents])
     sign[sign == 0] = 1.0
     x = S._as_2d_float(eval_acts)[:, latents]

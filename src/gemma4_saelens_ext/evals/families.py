@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gemma4_saelens_ext.evals import stats as S
 from gemma4_saelens_ext.evals.context import SuiteContext, make_split
 from gemma4_saelens_ext.evals.dvalues import dvalue_analysis, replication_analysis
 
@@ -158,7 +159,7 @@ def steering(ctx: SuiteContext) -> dict[str, Any]:
     from gemma4_saelens_ext.evals.saeio import decoder_rows
 
     cfg, sc = ctx.cfg, ctx.cfg.steering
-    order = np.argsort(-np.abs(np.nan_to_num(ctx.d_train, posinf=1e9, neginf=-1e9)))[: sc.top_n]
+    order = np.asarray(S.d_summary(ctx.d_train, top_n=sc.top_n)["top_latents"])  # by |d|, separating first
     u = SG.decoded_direction(decoder_rows(ctx.sae, list(order)), np.nan_to_num(ctx.d_train[order], posinf=1e3,
                              neginf=-1e3), weighting=sc.weighting)
     md = SG.mean_difference_direction(ctx.train.acts, ctx.train.y)
@@ -230,7 +231,7 @@ def top_latents(ctx: SuiteContext) -> dict[str, Any]:
     from gemma4_saelens_ext.evals.top_latents import top_examples
 
     d = ctx.d_train
-    order = np.argsort(-np.abs(np.nan_to_num(d, posinf=1e9, neginf=-1e9)))[: ctx.cfg.top_latents.n_latents]
+    order = np.asarray(S.d_summary(d, top_n=ctx.cfg.top_latents.n_latents)["top_latents"])
     return {"split": ctx.train.name, "latents": top_examples(
         ctx.train.feats, [r["completion"] for r in ctx.train.rows], ctx.train.y, list(order), d[order],
         n_examples=ctx.cfg.top_latents.n_examples)}

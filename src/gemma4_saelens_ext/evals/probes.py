@@ -185,10 +185,9 @@ def cross_validated_probe(
             pp, fb = _cv_oof(est, X, yp, pf)
             null_b[b], null_a[b] = np.mean(fb), _auroc(yp, pp)
     else:
-        flips, exact = G.flip_matrix(n_groups, n_permutations, seed + 1)
-        if len(flips) < n_permutations:  # exact enumeration is smaller than asked: use it
-            null_b, null_a = np.empty(len(flips)), np.empty(len(flips))
-        for b, yp in enumerate(G.flip_labels(y, codes, flips[: len(null_b)]).astype(np.int64)):
+        flips, exact = G.flip_matrix(n_groups, n_permutations, seed + 1)  # exact enumeration may be fewer
+        null_b, null_a = np.empty(len(flips)), np.empty(len(flips))
+        for b, yp in enumerate(G.flip_labels(y, codes, flips).astype(np.int64)):
             pp, fb = _cv_oof(est, X, yp, folds)
             null_b[b], null_a[b] = np.mean(fb), _auroc(yp, pp)
     pred = (proba >= 0.5).astype(int)
