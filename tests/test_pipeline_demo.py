@@ -14,7 +14,7 @@ from gemma4_saelens_ext.cli import main
 from gemma4_saelens_ext.pipeline.demo import STAGES, DemoConfig, DemoError, _finite_numbers, check_disk, run_demo
 
 QUICK = [
-    "--quick", "--families", "werewolf,slug_snail", "--samples-per-prompt", "2", "--max-prompts", "1",
+    "--quick", "--families", "werewolf,slug_snail", "--samples-per-prompt", "2", "--max-prompts-per-family", "1",
     "--max-new-tokens", "17", "--no-progress",
 ]  # fmt: skip
 

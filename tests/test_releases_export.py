@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -188,29 +187,23 @@ def test_export_errors(tmp_path):
 
 
 def test_cli_export_and_list(tmp_path, capsys):
-    from gemma4_saelens_ext.releases.cli import add_parser
+    from gemma4_saelens_ext.cli import main
 
     sae = _topk_sae()
     sae.save_model(tmp_path / "trained")
     (tmp_path / "m.json").write_text(json.dumps({"explained_variance": 0.9}))
-    parser = argparse.ArgumentParser(prog="gemma4-sae")
-    add_parser(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "exported"
-    args = parser.parse_args(
-        ["export", str(tmp_path / "trained"), "--out", str(out), "--release", "test-cli", "--format", "saelens",
-         "--format", "upstream", "--precision", "nf4", "--metrics", str(tmp_path / "m.json")]
-    )
-    assert args.func(args) == 0, capsys.readouterr().err
+    argv = ["export", str(tmp_path / "trained"), "--out", str(out), "--release", "test-cli", "--formats", "saelens",
+            "upstream", "--precision", "nf4", "--metrics", str(tmp_path / "m.json")]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
     assert "exported test-cli" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} >= {"README.md", "release.json", "cfg.json", "test-cli.pt", SAE_ID}
-    args = parser.parse_args(["releases", "--register-local", str(out), "--json"])
-    assert args.func(args) == 0
+    assert main(["releases", "--register-local", str(out), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert any(r["release"] == "test-cli" and r["sae_id"] == SAE_ID for r in rows)
     _same_forward(sae, _load("test-cli"), torch.randn(8, 64), exact=True)
     unregister_release("test-cli")
-    args = parser.parse_args(["export", str(tmp_path / "missing"), "--out", str(out), "--release", "x"])
-    assert args.func(args) == 1
+    assert main(["export", str(tmp_path / "missing"), "--out", str(out), "--release", "x"]) == 1
     assert "export failed" in capsys.readouterr().err
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -181,20 +180,15 @@ def test_missing_files_offline_error_names_repo_and_command(tmp_path, monkeypatc
 
 
 def test_cli_releases_lists_builtin(capsys, tmp_path):
-    from gemma4_saelens_ext.releases.cli import add_parser
+    from gemma4_saelens_ext.cli import main
 
-    parser = argparse.ArgumentParser(prog="gemma4-sae")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["releases", "--json"])
-    assert args.func(args) == 0
+    assert main(["releases", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     row = next(r for r in rows if r["release"] == PUBLISHED)
     assert row["sae_id"] == SAE_ID and row["precision"] == "nf4" and row["layer"] == 25
-    args = parser.parse_args(["releases"])
-    assert args.func(args) == 0
+    assert main(["releases"]) == 0
     assert PUBLISHED in capsys.readouterr().out
-    args = parser.parse_args(["releases", "--register-local", str(tmp_path)])
-    assert args.func(args) == 1  # not an exported folder: clear message, no traceback
+    assert main(["releases", "--register-local", str(tmp_path)]) == 1  # not an exported folder: clear message, no traceback
     assert "release.json" in capsys.readouterr().err
 
 

@@ -1,54 +1,55 @@
-"""The ``gemma4-sae`` command: ``train``, ``build-dataset``, ``evals``, ``export``, ``releases``, ``demo``, ``models``.
-
-Each pipeline stage owns its subcommand (an ``add_parser(subparsers)`` function in its package), so this module only
-dispatches.
+"""The ``gemma4-sae`` command. Every subcommand is a config dataclass plus a ``run(cfg) -> int``: its flags and
+``--help`` come from the dataclass fields and the docstrings under them (``simple_parsing``), and ``--config-file
+FILE.yaml`` reads the same fields from YAML (flags given on the command line win).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("gemma4_saelens_ext")
 
-#: modules that contribute subcommands through ``add_parser(subparsers)``
-_SUBCOMMAND_MODULES = (
+__all__ = ["Command", "build_parser", "main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, a one-line help, the config dataclass behind its flags and what runs it."""
+
+    name: str
+    help: str
+    config: type | None = None
+    run: Callable[[Any], int] | None = None
+    aliases: tuple[str, ...] = ()
+    description: str | None = None
+    subcommands: tuple[Command, ...] = ()
+
+
+#: modules with a ``COMMANDS`` tuple, in the order ``gemma4-sae --help`` lists them (after train and models)
+_COMMAND_MODULES = (
     "gemma4_saelens_ext.behavior.cli",
+    "gemma4_saelens_ext.pipeline.cli",
     "gemma4_saelens_ext.evals.cli",
     "gemma4_saelens_ext.releases.cli",
-    "gemma4_saelens_ext.pipeline.cli",
 )
 
 
-def _parse_value(v: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(v)
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
+def _run_train(cfg: Any) -> int:
     from gemma4_saelens_ext.training import train
 
-    overrides = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise SystemExit(f"--set expects KEY=VALUE (e.g. runner.training_tokens=20000), got {item!r}")
-        k, v = item.split("=", 1)
-        overrides[k] = _parse_value(v)
-    if args.out:
-        overrides["runner.output_path"] = args.out
-    if args.dataset:
-        overrides["runner.dataset_path"] = args.dataset
-    sae, out = train(args.config, overrides)
+    sae, out = train(cfg.config, cfg.overrides())
     print(f"Trained {type(sae).__name__} d_in={sae.cfg.d_in} d_sae={sae.cfg.d_sae} -> {out}")
     print(f"Reload with: SAE.load_from_disk({str(out)!r})")
     return 0
 
 
-def _cmd_models(_args: argparse.Namespace) -> int:
+def _run_models(_cfg: Any) -> int:
     from gemma4_saelens_ext.embedded import EMBEDDED_MODELS
     from gemma4_saelens_ext.precision import _PRESETS
 
@@ -61,34 +62,83 @@ def _cmd_models(_args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gemma4-sae", description=__doc__.splitlines()[0])
+def _commands() -> list[Command]:
+    from gemma4_saelens_ext.training import TrainConfig
+
+    own = [
+        Command("train", "train a TopK SAE from a training config through SAELens's runner", TrainConfig, _run_train),
+        Command("models", "list the embedded models and the precisions", None, _run_models),
+    ]
+    return own + [c for m in _COMMAND_MODULES for c in importlib.import_module(m).COMMANDS]
+
+
+def _config_defaults(cls: type, argv: Sequence[str]) -> Any:
+    """The config instance ``--config-file FILE`` describes (None without one): unknown keys are an error."""
+    path = None
+    for i, a in enumerate(argv):
+        if a == "--config-file" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif a.startswith("--config-file="):
+            path = a.split("=", 1)[1]
+    if path is None:
+        return None
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"--config-file {path}: no such file")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise SystemExit(f"--config-file {path}: expected a mapping of option names to values")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise SystemExit(f"--config-file {path}: unknown keys {unknown}; valid keys: {sorted(names)}")
+    try:
+        return cls(**data)
+    except TypeError as e:  # a required option missing from the file
+        raise SystemExit(f"--config-file {path}: {e}; give it in the file") from None
+
+
+def _add(sub: Any, cmd: Command, argv: Sequence[str], path: tuple[str, ...] = ()) -> None:
+    from simple_parsing import DashVariant
+
+    p = sub.add_parser(
+        cmd.name, aliases=list(cmd.aliases), help=cmd.help, description=cmd.description or cmd.help,
+        add_option_string_dash_variants=DashVariant.DASH,
+    )  # fmt: skip
+    if cmd.subcommands:
+        inner = p.add_subparsers(dest=f"{cmd.name}_command", required=True, metavar="COMMAND")
+        for c in cmd.subcommands:
+            _add(inner, c, argv, (*path, cmd.name))
+        return
+    if cmd.config is not None and is_dataclass(cmd.config):
+        words = [a for a in argv if not a.startswith("-")]
+        chosen = words[: len(path)] == list(path) and len(words) > len(path) and words[len(path)] in (cmd.name, *cmd.aliases)
+        p.add_argument("--config-file", metavar="FILE.yaml", help="read these options from a YAML file (flags win)")
+        p.add_arguments(cmd.config, dest="cfg", default=_config_defaults(cmd.config, argv) if chosen else None)
+    p.set_defaults(func=cmd.run)
+
+
+def build_parser(argv: Sequence[str] = ()) -> Any:
+    """The ``gemma4-sae`` parser (``argv`` is only read for ``--config-file``)."""
+    import simple_parsing
+
+    parser = simple_parsing.ArgumentParser(
+        prog="gemma4-sae", description="Train, load and evaluate behavior SAEs on Gemma models (SAELens plugin).",
+        add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a TopK SAE from a training_configs/*.yaml through SAELens's runner")
-    p.add_argument("config", help="a shipped config's name (demo_gemma3_270m_nf4, seed_gemma4_e2b_L25_nf4) or a YAML path")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. runner.training_tokens=20000")
-    p.add_argument("--out", "--output", dest="out", help="output folder (runner.output_path)")
-    p.add_argument("--dataset", help="dataset folder or Hub id (runner.dataset_path)")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("models", help="list embedded models and precisions")
-    p.set_defaults(func=_cmd_models)
-
-    for mod_name in _SUBCOMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name and mod_name.startswith(e.name):
-                continue
-            raise
-        mod.add_parser(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in _commands():
+        _add(sub, cmd, argv)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -97,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(getattr(args, "cfg", None)) or 0)
     except (ValueError, FileNotFoundError, ImportError) as e:
         logger.error("%s", e)
         return 2

@@ -32,15 +32,17 @@ import os
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 import yaml
+from simple_parsing.helpers import field as sfield
 
+from gemma4_saelens_ext.options import layer_field, positional, precision_field
 from gemma4_saelens_ext.precision import PRECISIONS, get_precision
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingSpec", "load_training_config", "build_runner", "train", "BUILTIN_DATASETS", "resolve_dataset_path"]
+__all__ = ["TrainConfig", "TrainingSpec", "load_training_config", "build_runner", "train", "BUILTIN_DATASETS", "resolve_dataset_path"]
 
 _SECTIONS = ("model", "sae", "runner")
 
@@ -103,6 +105,46 @@ class TrainingSpec:
             logger=LoggingConfig(**log_cfg),
             **runner,
         )
+
+
+@dataclass
+class TrainConfig:
+    """``gemma4-sae train``: a training config (shipped name or YAML path) plus the overrides most runs change."""
+
+    config: str = positional("CONFIG")
+    """a shipped training config's name (demo_gemma3_270m_nf4, seed_gemma4_e2b_L25_nf4) or a YAML path"""
+    out: Optional[str] = sfield(default=None, alias=["--output"])
+    """folder for the trained SAE (runner.output_path)"""
+    dataset: Optional[str] = None
+    """dataset folder, Hub id or builtin:roleplay-corpus (runner.dataset_path)"""
+    model: Optional[str] = None
+    """embedded name, local folder or Hub id (model.source)"""
+    precision: Optional[str] = precision_field(None)
+    """load precision of the model (model.precision)"""
+    layer: Union[int, str, None] = layer_field()
+    """residual stream after this decoder layer: an int or blocks.L.hook_resid_post (model.layer)"""
+    seed: Optional[int] = None
+    """SAELens seed (runner.seed)"""
+    training_tokens: Optional[int] = None
+    """token budget (runner.training_tokens)"""
+    set: list[str] = sfield(default_factory=list, metavar="KEY=VALUE")
+    """further overrides of the config, e.g. --set runner.lr=0.0003 sae.k=32"""
+
+    def overrides(self) -> dict[str, Any]:
+        """The dotted overrides these options stand for (``--set`` first, named options win)."""
+        out: dict[str, Any] = {}
+        for item in self.set:
+            if "=" not in item:
+                raise ValueError(f"--set expects KEY=VALUE (e.g. runner.training_tokens=20000), got {item!r}")
+            k, v = item.split("=", 1)
+            out[k] = yaml.safe_load(v)
+        named = {
+            "runner.output_path": self.out, "runner.dataset_path": self.dataset, "model.source": self.model,
+            "model.precision": self.precision, "model.layer": self.layer, "runner.seed": self.seed,
+            "runner.training_tokens": self.training_tokens,
+        }  # fmt: skip
+        out.update({k: v for k, v in named.items() if v is not None})
+        return out
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

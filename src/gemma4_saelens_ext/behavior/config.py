@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+from gemma4_saelens_ext.options import switch, precision_field, split_csv
 
 __all__ = ["BuildConfig", "BuildError", "BuildResult", "BUILD_FORMAT", "GENERATION_KEYS", "CONSORTIUM_NAMES"]
 
@@ -18,35 +20,66 @@ class BuildError(RuntimeError):
     """The build cannot go on; the message says what to change."""
 
 
+def check_prompt_limit(n: int | None) -> None:
+    if n is not None and n < 1:
+        raise ValueError(
+            f"--max-prompts-per-family {n}: give a positive count, or the flag without a value (None) for every prompt."
+        )
+
+
 @dataclass
 class BuildConfig:
-    """Everything a build depends on (the manifest stores it). Defaults mirror the seed protocol."""
+    """``gemma4-sae build-dataset``: everything a build depends on (the manifest stores it). Defaults mirror the seed
+    protocol: 8 samples per prompt at temperature 1, the keyword judge on the first 30 characters decides the label."""
 
     out: str
+    """output folder (datasets.load_dataset(OUT) reads it; use it as SAELens's dataset_path)"""
     model: str = "gemma-3-270m"
-    precision: str = "nf4"
-    #: scenario files, folders or built-in family names; empty = the whole built-in library
+    """embedded name, local folder or Hub id of the model that writes the completions"""
+    precision: str = precision_field("nf4")
+    """load precision of that model"""
     scenarios: list[str] = field(default_factory=list)
+    """scenario files, folders or built-in family names (default: the whole built-in library)"""
     families: list[str] = field(default_factory=list)
-    include_input_variation: bool = True
-    #: at most N prompts of each family, taken as whole prompt groups in a seeded order (quick builds, tests)
-    max_prompts_per_family: int | None = None
+    """keep only these scenario families (default: all)"""
+    include_input_variation: bool = switch(True)
+    """also sample the neutral / V0 / V3 input-variation prompts (--no-include-input-variation skips them)"""
+    max_prompts_per_family: Optional[int] = None
+    """at most N prompts of each family, taken as whole prompt groups in a seeded order (default: all)"""
     samples_per_prompt: int = 8
+    """completions sampled per prompt"""
     seed: int = 0
+    """sampling seed (each completion is seeded by its prompt and sample index, so batching never changes it)"""
     max_new_tokens: int = 32
+    """tokens generated per completion"""
     temperature: float = 1.0
+    """sampling temperature"""
     batch_size: int = 16
+    """rows per generate() call"""
     judges: list[str] = field(default_factory=lambda: ["keyword", "paraphrase"])
-    #: a judge name or consortium_majority / consortium_unanimous; decides ``label`` and the pools
+    """judges to run: keyword, paraphrase, llm or llm:ID (the LLM judge reads its key from the environment)"""
     primary_judge: str = "keyword"
+    """the judge deciding `label` and the pools: a judge name, consortium_majority or consortium_unanimous"""
     llm_batch_size: int = 10
+    """completions per LLM-judge request"""
     eval_fraction: float = 0.3
-    balance_input_variation: bool = True
-    #: write the dataset even when the balanced pool is empty (otherwise PoolError)
-    allow_empty_pool: bool = False
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
+    """share of prompt groups in the eval split"""
+    balance_input_variation: bool = switch(True)
+    """balance the input-variation split per prompt like the others"""
+    allow_empty_pool: bool = switch(False)
+    """write the dataset even when no prompt has both classes (otherwise an error)"""
+    resume: bool = switch(False)
+    """continue the build already in --out (generation settings must match)"""
+    overwrite: bool = switch(False)
+    """replace the build already in --out"""
+    progress: bool = switch(True)
+    """show progress bars"""
+
+    def __post_init__(self) -> None:
+        self.scenarios, self.families, self.judges = (split_csv(v) for v in (self.scenarios, self.families, self.judges))
+        check_prompt_limit(self.max_prompts_per_family)
+        if self.resume and self.overwrite:
+            raise ValueError("build-dataset: give --resume or --overwrite, not both.")
 
     def generation_identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in GENERATION_KEYS}

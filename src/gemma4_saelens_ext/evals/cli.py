@@ -1,4 +1,4 @@
-"""``gemma4-sae evals ...`` and ``python -m gemma4_saelens_ext.evals ...`` (the same command).
+"""``gemma4-sae evals run|validate`` and ``python -m gemma4_saelens_ext.evals run|validate`` (the same command).
 
     gemma4-sae evals run demo [--out DIR] [--quick]          # a shipped suite by name, or a YAML path
     gemma4-sae evals validate gemma4_e2b_gf1_behavior_L25_nf4
@@ -6,58 +6,93 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional, Union
 
-__all__ = ["add_parser", "main"]
+from simple_parsing.helpers import field as sfield
+
+from gemma4_saelens_ext.cli import Command
+from gemma4_saelens_ext.options import layer_field, positional, precision_field, switch
+
+__all__ = ["COMMANDS", "EvalRunConfig", "ValidateConfig", "main"]
 
 
-def _run(args: argparse.Namespace) -> int:
-    from gemma4_saelens_ext.evals.suite import load_suite, run_suite
+@dataclass
+class EvalRunConfig:
+    """``gemma4-sae evals run``: run a suite and write report.json, report.md and plots. The suite's YAML keys are
+    documented in docs/evals.md; the options here override the few a run usually changes."""
 
-    cfg = load_suite(args.suite)
-    if args.quick:  # fewer resamples for a smoke run; the report records the settings used
-        cfg.stats.n_permutations, cfg.stats.n_bootstrap, cfg.stats.probe_permutations = 200, 200, 10
-    out = run_suite(cfg, output_dir=args.out)
+    suite: str = positional("SUITE")
+    """a shipped suite's name (demo, gemma4_e2b_gf1_behavior_L25_nf4) or a YAML path"""
+    out: Optional[str] = sfield(default=None, alias=["--output-dir"])
+    """report folder (default: the suite's output_dir)"""
+    model: Optional[str] = None
+    """base model instead of the suite's model.source"""
+    precision: Optional[str] = precision_field(None)
+    """load precision instead of the suite's model.precision"""
+    layer: Union[int, str, None] = layer_field()
+    """layer instead of the suite's model.layer (an int or blocks.L.hook_resid_post)"""
+    seed: Optional[int] = None
+    """seed for every resample instead of the suite's"""
+    quick: bool = switch(False)
+    """200 flips and group resamples, 10 probe flips: a smoke run (the report records the settings used)"""
+
+    def load(self):  # noqa: ANN201 - a SuiteConfig
+        """The suite with these options applied (parsed and validated; nothing loads)."""
+        from gemma4_saelens_ext.evals.suite import load_suite
+
+        cfg = load_suite(self.suite, output_dir=self.out, seed=self.seed)
+        for key, value in (("source", self.model), ("precision", self.precision), ("layer", self.layer)):
+            if value is not None:
+                setattr(cfg.model, key, value)
+        if self.quick:
+            cfg.stats.n_permutations, cfg.stats.n_bootstrap, cfg.stats.probe_permutations = 200, 200, 10
+        return cfg
+
+
+@dataclass
+class ValidateConfig:
+    """``gemma4-sae evals validate``: parse and check suites without loading a model or data."""
+
+    suites: list[str] = positional("SUITE", nargs="+")
+    """shipped suite names or YAML paths"""
+
+
+def _run(cfg: EvalRunConfig) -> int:
+    from gemma4_saelens_ext.evals.suite import run_suite
+
+    out = run_suite(cfg.load(), output_dir=cfg.out)
     print(f"report: {out / 'report.md'}")
     return 0
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(cfg: ValidateConfig) -> int:
     from gemma4_saelens_ext.evals.suite import load_suite
 
-    for path in args.suite:
-        cfg = load_suite(path)
-        print(f"{path}: ok (suite {cfg.name!r}, model {cfg.model.source} {cfg.model.precision})")
+    for path in cfg.suites:
+        suite = load_suite(path)
+        print(f"{path}: ok (suite {suite.name!r}, model {suite.model.source} {suite.model.precision})")
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("evals", aliases=["eval"],
-                              help="behavior evals of an SAE (d-values, probes, steering, ...) from a suite YAML")
-    sub = p.add_subparsers(dest="eval_cmd", required=True)
-    r = sub.add_parser("run", help="run a suite and write report.json / report.md / plots")
-    r.add_argument("suite", help="a shipped suite's name (demo, gemma4_e2b_gf1_behavior_L25_nf4) or a YAML path")
-    r.add_argument("--out", "--output-dir", dest="out", default=None,
-                   help="report folder (default: the suite's output_dir)")
-    r.add_argument("--quick", action="store_true", help="200 permutations/bootstraps, 10 probe permutations")
-    r.set_defaults(func=_run)
-    v = sub.add_parser("validate", help="parse and check suite YAMLs without loading anything")
-    v.add_argument("suite", nargs="+")
-    v.set_defaults(func=_validate)
-    return p
+COMMANDS = (
+    Command(
+        "evals", "behavior evals of an SAE (d-values, probes, steering, ...) from a suite", aliases=("eval",),
+        subcommands=(
+            Command("run", "run a suite and write report.json / report.md / plots", EvalRunConfig, _run),
+            Command("validate", "parse and check suites without loading anything", ValidateConfig, _validate),
+        ),
+    ),
+)  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m gemma4_saelens_ext.evals")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    ev = add_parser(sub)
-    # `python -m gemma4_saelens_ext.evals run X` == `gemma4-sae evals run X`
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gemma4_saelens_ext.evals run X`` == ``gemma4-sae evals run X``."""
+    from gemma4_saelens_ext.cli import main as cli_main
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("evals", "eval"):
+    if not argv or argv[0] not in ("evals", "eval"):
         argv = ["evals", *argv]
-    del ev
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return cli_main(argv)

@@ -25,51 +25,22 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from gemma4_saelens_ext.io import atomic_write_json
+from gemma4_saelens_ext.pipeline.config import DemoConfig
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DemoConfig", "DemoError", "run_demo", "STAGES", "check_disk", "summary_table", "stage_hashes"]
 
 STAGES = ("dataset", "train", "eval", "export")
-DEMO_TRAIN_CONFIG = "training_configs/demo_gemma3_270m_nf4.yaml"
-DEMO_SUITE = "evals/demo.yaml"
 
 
 class DemoError(RuntimeError):
     """A demo stage failed (the message names it) or the machine cannot run the demo."""
-
-
-@dataclass
-class DemoConfig:
-    out: str = "runs/demo"
-    model: str = "gemma-3-270m"
-    precision: str = "nf4"
-    #: SAE layer; default: the training config's
-    layer: int | None = None
-    config: str = DEMO_TRAIN_CONFIG
-    suite: str = DEMO_SUITE
-    #: many samples of few prompts: Gemma 3 270M drifts from its role in ~10% of samples, and the same-prompt
-    #: balanced pool needs both classes under one prompt
-    samples_per_prompt: int = 16
-    #: prompts per family, taken as whole prompt groups (4 = two groups of role-swapped twins, so every family
-    #: has a group in train and one in eval)
-    max_prompts: int | None = 4
-    max_new_tokens: int = 24
-    families: list[str] = field(default_factory=list)
-    training_tokens: int | None = None
-    seed: int = 0
-    #: tiny budgets everywhere (CI / smoke test): few tokens, few permutations, fp32-only portability
-    quick: bool = False
-    fresh: bool = False
-    min_free_gb: float = 2.0
-    progress: bool = True
-    #: extra training overrides (dotted keys) and suite overrides (top-level keys)
-    train_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------------------ helpers
@@ -141,7 +112,7 @@ def _stage_dataset(cfg: DemoConfig, d: Path) -> dict[str, Any]:
         model=cfg.model,
         precision=cfg.precision,
         families=list(cfg.families),
-        max_prompts_per_family=cfg.max_prompts,
+        max_prompts_per_family=cfg.max_prompts_per_family,
         samples_per_prompt=cfg.samples_per_prompt,
         max_new_tokens=cfg.max_new_tokens,
         seed=cfg.seed,
@@ -204,8 +175,8 @@ def _training_data(ds: Path, dest: Path) -> tuple[str, int]:
         if "prompt_split" in table.column_names:
             sel = table.filter(pc.equal(table["prompt_split"], "train"))
             if sel.num_rows == 0:
-                raise DemoError(f"{alls} has no row with prompt_split == 'train'; raise --max-prompts so some prompts "
-                                "go to the train split.")  # fmt: skip
+                raise DemoError(f"{alls} has no row with prompt_split == 'train'; raise --max-prompts-per-family so "
+                                "some prompts go to the train split.")  # fmt: skip
             pq.write_table(sel, dest)
             return f"{alls} rows with prompt_split == 'train'", sel.num_rows
     train = ds / "data" / "train.parquet"
@@ -256,7 +227,7 @@ def _suite_overrides(cfg: DemoConfig, d: Path) -> tuple[Any, str]:
         kind = (
             f"scripted demo families {suite.dataset.scripted_families} (the built dataset has {sizes} honest/deceptive "
             f"rows in train/eval, fewer than {min_n} per class or under 2 eval prompt groups; raise "
-            "--samples-per-prompt/--max-prompts)"
+            "--samples-per-prompt/--max-prompts-per-family)"
         )
         logger.warning("eval: %s", kind)
         from gemma4_saelens_ext.evals.data import scripted_rows
@@ -312,7 +283,7 @@ _DONE_MARKERS = {
 }  # fmt: skip
 #: the DemoConfig fields each stage's output depends on (besides the stages before it)
 _STAGE_SETTINGS = {
-    "dataset": ("model", "precision", "samples_per_prompt", "max_prompts", "max_new_tokens", "families", "seed", "quick"),
+    "dataset": ("model", "precision", "samples_per_prompt", "max_prompts_per_family", "max_new_tokens", "families", "seed", "quick"),
     "train": ("layer", "config", "training_tokens", "train_overrides"),
     "eval": ("suite",),
     "export": (),

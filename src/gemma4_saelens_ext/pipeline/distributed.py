@@ -25,26 +25,28 @@ indices, shards only). Metadata: model, precision, layer, pooling, n_texts, worl
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 import torch
 from safetensors import safe_open
+from simple_parsing.helpers import choice
 from safetensors.torch import save_file
 
 from gemma4_saelens_ext.dist import barrier as _barrier
 from gemma4_saelens_ext.dist import init_distributed as _init_dist
+from gemma4_saelens_ext.options import layer_field, switch, precision_field
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ExtractConfig",
     "ExtractSpec",
     "batch_plan",
     "rank_batches",
@@ -60,13 +62,41 @@ __all__ = [
 
 @dataclass
 class ExtractSpec:
+    """What an extraction computes (shared by every rank; the merged file's metadata records it)."""
+
     model: str = "gemma-3-270m"
-    precision: str = "nf4"
-    layer: int | str = 12
-    pooling: str = "mean"
+    """embedded name, local folder or Hub id"""
+    precision: str = precision_field("nf4")
+    """load precision"""
+    layer: Union[int, str] = layer_field(12)
+    """residual stream after this decoder layer: an int, blocks.L.hook_resid_post or model.layers.L"""
+    pooling: str = choice("none", "last", "mean", "max", default="mean")
+    """per-text pooling over tokens; none keeps every token (a lengths tensor records the split)"""
     batch_size: int = 8
-    max_length: int | None = 512
-    truncate: bool = True
+    """texts per forward pass (length-sorted)"""
+    max_length: Optional[int] = 512
+    """tokens kept per text"""
+    truncate: bool = switch(True)
+    """load only layers 0..layer (activations are identical; --no-truncate loads all)"""
+
+
+@dataclass
+class ExtractConfig:
+    """``gemma4-sae extract``: layer activations for a list of texts, sharded over ranks under
+    ``torchrun --nproc-per-node N`` and merged into one safetensors file in the input order."""
+
+    texts: str
+    """.txt (one per line), .jsonl/.json, .parquet or a dataset folder"""
+    out: str
+    """merged .safetensors output"""
+    column: str = "text"
+    """text field of jsonl/parquet/dataset inputs"""
+    spec: ExtractSpec = field(default_factory=ExtractSpec)
+    """what to compute"""
+    keep_shards: bool = switch(False)
+    """keep the per-rank shard files after merging"""
+    progress: bool = switch(True)
+    """show progress bars"""
 
 
 # ---------------------------------------------------------------------------------------------------------------- plan
@@ -293,57 +323,19 @@ def run_extract(
             dist.destroy_process_group()
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m gemma4_saelens_ext.pipeline.distributed",
-        description="Data-parallel activation extraction (launch with torchrun --nproc-per-node N).",
-    )
-    sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("extract", help="extract layer activations for a list of texts, sharded over ranks")
-    add_extract_args(p)
-    return ap
-
-
-def add_extract_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--texts", required=True, help=".txt (one per line), .jsonl/.json, .parquet or a dataset folder")
-    p.add_argument("--column", default="text", help="text field for jsonl/parquet inputs (default: text)")
-    p.add_argument("--out", required=True, help="merged .safetensors output")
-    p.add_argument("--model", default="gemma-3-270m")
-    p.add_argument("--precision", default="nf4")
-    p.add_argument("--layer", default="12", help="layer index, blocks.L.hook_resid_post, or HF path")
-    p.add_argument("--pooling", default="mean", choices=["none", "last", "mean", "max"])
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--no-truncate", action="store_true", help="load all layers (default: keep only 0..layer)")
-    p.add_argument("--keep-shards", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def _layer_arg(v: str) -> int | str:
-    return int(v) if v.lstrip("-").isdigit() else v
-
-
-def cmd_extract(args: argparse.Namespace) -> int:
-    texts = read_texts(args.texts, args.column)
-    spec = ExtractSpec(
-        model=args.model,
-        precision=args.precision,
-        layer=_layer_arg(str(args.layer)),
-        pooling=args.pooling,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        truncate=not args.no_truncate,
-    )
-    merged = run_extract(texts, args.out, spec, keep_shards=args.keep_shards, progress=not args.no_progress)
+def cmd_extract(cfg: ExtractConfig) -> int:
+    texts = read_texts(cfg.texts, cfg.column)
+    merged = run_extract(texts, cfg.out, cfg.spec, keep_shards=cfg.keep_shards, progress=cfg.progress)
     if merged is not None:
         print(f"wrote {merged} ({len(texts)} texts)")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    args = build_arg_parser().parse_args(argv)
-    return cmd_extract(args)
+    """``python -m gemma4_saelens_ext.pipeline.distributed extract ...`` == ``gemma4-sae extract ...``."""
+    from gemma4_saelens_ext.cli import main as cli_main
+
+    return cli_main(list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """``gemma4-sae export`` and ``gemma4-sae releases`` subcommands.
 
-``add_parser(subparsers)`` adds both; each sets ``func=callable(args) -> int``.
+Their flags and ``--help`` come from :class:`ExportConfig` and :class:`ReleasesConfig`.
 
     gemma4-sae export runs/my_sae --out exports/my_release --release me/my-behavior-sae \\
-        --format saelens --format upstream --precision nf4 --layer 25 --metrics report.json
+        --formats saelens upstream --precision nf4 --layer 25 --metrics report.json
     gemma4-sae export --from-release Solshine/gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bit \\
         --sae-id blocks.25.hook_resid_post --out exports/gf1 --release gf1-copy
     gemma4-sae releases [--json] [--register-local DIR]
@@ -11,62 +11,86 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from simple_parsing.helpers import choice
+from simple_parsing.helpers import field as sfield
+
+from gemma4_saelens_ext.cli import Command
+from gemma4_saelens_ext.options import layer_field, switch, positional, precision_field, split_csv
+from gemma4_saelens_ext.releases.to_upstream import UPSTREAM_LAYOUTS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_parser", "run_export", "run_releases"]
+__all__ = ["COMMANDS", "ExportConfig", "ReleasesConfig", "run_export", "run_releases"]
 
 
-def add_parser(subparsers: Any) -> None:
-    """Register ``export`` and ``releases`` on an ``argparse`` subparsers object."""
-    from gemma4_saelens_ext.precision import PRECISIONS
-    from gemma4_saelens_ext.releases.to_upstream import UPSTREAM_LAYOUTS
+@dataclass
+class ExportConfig:
+    """``gemma4-sae export``: save an SAE (a SAELens folder such as the training runner's output, or a registered
+    release) as a release folder (SAELens format, optional upstream .pt, model card), optionally pushed to the Hub."""
 
-    p = subparsers.add_parser(
-        "export",
-        help="save an SAE as a release folder (SAELens format, optional upstream .pt, model card)",
-        description="Export an SAE (a SAELens folder such as the training runner's output, or a registered "
-        "release) as a release folder, optionally pushing it to the Hugging Face Hub.",
-    )
-    p.add_argument("source", nargs="?", help="SAELens SAE folder (cfg.json + sae_weights.safetensors)")
-    p.add_argument("--from-release", help="load the SAE with SAE.from_pretrained(RELEASE, --sae-id) instead")
-    p.add_argument("--sae-id", help="sae id inside --from-release; also the exported sae id (default: hook name)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--release", required=True, help="release name written to release.json and the model card")
-    p.add_argument(
-        "--format", dest="formats", action="append", choices=("saelens", "upstream"), help="repeatable; default saelens"
-    )
-    p.add_argument("--upstream-layout", choices=UPSTREAM_LAYOUTS, default="linear")
-    p.add_argument("--upstream-filename", help="name of the upstream .pt (default: <release name>.pt)")
-    p.add_argument("--model-name", help="base model (default: from the SAE metadata, else google/gemma-4-E2B)")
-    p.add_argument("--layer", type=int, help="decoder layer (default: from the SAE's hook name)")
-    p.add_argument("--precision", choices=PRECISIONS, help="precision the activations were taken at")
-    p.add_argument("--metrics", help="JSON file of metrics (e.g. an eval report) for the model card")
-    p.add_argument("--license", help="license for the model card front matter")
-    p.add_argument("--notes", help="markdown file appended to the model card")
-    p.add_argument("--no-model-card", action="store_true")
-    p.add_argument("--push-to-hub", action="store_true", help="upload the folder (needs network and a token)")
-    p.add_argument("--repo-id", help="Hub repo for --push-to-hub and the card's loading snippet")
-    p.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=run_export)
+    out: str
+    """output folder"""
+    release: str
+    """release name written to release.json and the model card"""
+    source: Optional[str] = positional("SAE_DIR", default=None, nargs="?")
+    """SAELens SAE folder (cfg.json + sae_weights.safetensors)"""
+    from_release: Optional[str] = None
+    """load the SAE with SAE.from_pretrained(FROM_RELEASE, --sae-id) instead of SAE_DIR"""
+    sae_id: Optional[str] = None
+    """sae id inside --from-release; also the exported sae id (default: the hook name)"""
+    formats: list[str] = field(default_factory=lambda: ["saelens"])
+    """formats to write: saelens and/or upstream (the release author's .pt layout)"""
+    upstream_layout: str = choice(*UPSTREAM_LAYOUTS, default="linear")
+    """key layout of the upstream .pt"""
+    upstream_filename: Optional[str] = None
+    """name of the upstream .pt (default: <release>.pt)"""
+    model: Optional[str] = sfield(default=None, alias=["--model-name"])
+    """base model (default: from the SAE metadata, else google/gemma-4-E2B)"""
+    layer: Union[int, str, None] = layer_field()
+    """decoder layer (default: from the SAE's hook name)"""
+    precision: Optional[str] = precision_field(None)
+    """precision the activations were taken at"""
+    metrics: Optional[str] = None
+    """JSON file of metrics (e.g. an eval report) for the model card"""
+    license: Optional[str] = None
+    """license for the model card front matter"""
+    notes: Optional[str] = None
+    """markdown file appended to the model card"""
+    model_card: bool = switch(True)
+    """write README.md (the model card)"""
+    push_to_hub: bool = switch(False)
+    """upload the folder (needs network and a token)"""
+    repo_id: Optional[str] = None
+    """Hub repo for --push-to-hub and the card's loading snippet"""
+    public: bool = switch(False)
+    """create the Hub repo public (default private)"""
+    device: str = "cpu"
+    """device to load the SAE on"""
 
-    r = subparsers.add_parser(
-        "releases",
-        help="list the Gemma 4 behavior-SAE releases registered with SAELens",
-        description="List releases this plugin registers with SAELens (SAE.from_pretrained names and sae ids).",
-    )
-    r.add_argument("--json", action="store_true", help="machine-readable output")
-    r.add_argument("--register-local", metavar="DIR", action="append", default=[], help="register an exported folder first")
-    r.set_defaults(func=run_releases)
+    def __post_init__(self) -> None:
+        self.formats = split_csv(self.formats)
+        bad = sorted(set(self.formats) - {"saelens", "upstream"})
+        if bad:
+            raise ValueError(f"export: unknown format(s) {bad}; choose saelens and/or upstream")
 
 
-def run_export(args: argparse.Namespace) -> int:
+@dataclass
+class ReleasesConfig:
+    """``gemma4-sae releases``: the releases this plugin registers with SAELens (SAE.from_pretrained names)."""
+
+    json: bool = switch(False)
+    """machine-readable output"""
+    register_local: list[str] = field(default_factory=list)
+    """exported folders to register first"""
+
+
+def run_export(args: ExportConfig) -> int:
     from pathlib import Path
 
     from gemma4_saelens_ext.releases.export import export_sae
@@ -94,11 +118,11 @@ def run_export(args: argparse.Namespace) -> int:
             formats=tuple(args.formats or ("saelens",)),
             upstream_layout=args.upstream_layout,
             upstream_filename=args.upstream_filename,
-            model_name=args.model_name,
+            model_name=args.model,
             layer=args.layer,
             precision=args.precision,
             metrics=args.metrics,
-            model_card=not args.no_model_card,
+            model_card=args.model_card,
             license=args.license,
             notes=Path(args.notes).read_text() if args.notes else "",
             push_to_hub=args.push_to_hub,
@@ -114,7 +138,7 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_releases(args: argparse.Namespace) -> int:
+def run_releases(args: ReleasesConfig) -> int:
     from gemma4_saelens_ext.releases.registry import list_releases, register_local_release
 
     try:
@@ -145,3 +169,11 @@ def run_releases(args: argparse.Namespace) -> int:
         print(f"{row['release']}  sae_id={row['sae_id']}")
         print(f"    {row['model']} layer {row['layer']} precision {row['precision']}  [{row['format']}] {row['location']}/{row['path']}")
     return 0
+
+
+COMMANDS = (
+    Command("export", "save an SAE as a release folder (SAELens format, optional upstream .pt, model card)",
+            ExportConfig, run_export),
+    Command("releases", "list the Gemma 4 behavior-SAE releases registered with SAELens", ReleasesConfig,
+            run_releases),
+)  # fmt: skip
