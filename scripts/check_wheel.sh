@@ -29,3 +29,9 @@ for n in names["evals"]:
 print(f"wheel OK outside the checkout ({where.parent}): {names}")
 PY
 "$work/venv/bin/gemma4-sae" evals validate demo gemma4_e2b_gf1_behavior_L25_nf4
+# every command's --help shows its config's field docstrings from the installed wheel (the help reads the sources)
+top_help="$("$work/venv/bin/gemma4-sae" --help)"
+demo_help="$("$work/venv/bin/gemma4-sae" demo --help)"
+grep -q "build-dataset" <<<"$top_help"
+grep -q "completions per prompt" <<<"$demo_help"
+echo "gemma4-sae --help and demo --help OK from the wheel"

@@ -113,7 +113,7 @@ class TrainConfig:
 
     config: str = positional("CONFIG")
     """a shipped training config's name (demo_gemma3_270m_nf4, seed_gemma4_e2b_L25_nf4) or a YAML path"""
-    out: Optional[str] = sfield(default=None, alias=["--output"])
+    out: Optional[str] = None
     """folder for the trained SAE (runner.output_path)"""
     dataset: Optional[str] = None
     """dataset folder, Hub id or builtin:roleplay-corpus (runner.dataset_path)"""

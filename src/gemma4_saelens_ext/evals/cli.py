@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from simple_parsing.helpers import field as sfield
-
 from gemma4_saelens_ext.cli import Command
 from gemma4_saelens_ext.options import layer_field, positional, precision_field, switch
 
@@ -26,7 +24,7 @@ class EvalRunConfig:
 
     suite: str = positional("SUITE")
     """a shipped suite's name (demo, gemma4_e2b_gf1_behavior_L25_nf4) or a YAML path"""
-    out: Optional[str] = sfield(default=None, alias=["--output-dir"])
+    out: Optional[str] = None
     """report folder (default: the suite's output_dir)"""
     model: Optional[str] = None
     """base model instead of the suite's model.source"""

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from simple_parsing.helpers import choice
-from simple_parsing.helpers import field as sfield
 
 from gemma4_saelens_ext.cli import Command
 from gemma4_saelens_ext.options import layer_field, switch, positional, precision_field, split_csv
@@ -50,7 +49,7 @@ class ExportConfig:
     """key layout of the upstream .pt"""
     upstream_filename: Optional[str] = None
     """name of the upstream .pt (default: <release>.pt)"""
-    model: Optional[str] = sfield(default=None, alias=["--model-name"])
+    model: Optional[str] = None
     """base model (default: from the SAE metadata, else google/gemma-4-E2B)"""
     layer: Union[int, str, None] = layer_field()
     """decoder layer (default: from the SAE's hook name)"""
