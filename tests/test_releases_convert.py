@@ -136,17 +136,30 @@ def test_b_dec_default_follows_key_convention(tmp_path, weights, layout, expecte
     _check(sae2, weights, not expected)
 
 
-def test_cfg_aliases_nested_wrapper_prefix_and_safetensors(tmp_path, weights):
+def test_trainer_checkpoint_prefix_and_safetensors(tmp_path, weights):
+    # the author's trainer checkpoint: weights nested beside a `config` (d_in, d_sae, k, activation), DDP prefix
     sd = {f"module.{k}": v for k, v in _layout(weights, "linear").items()}
-    cfg = {"config": {"d_model": D_IN, "num_latents": D_SAE, "top_k": K, "subtract_b_dec": True}, "layer": 25}
-    path = _write(tmp_path / "a", {"state_dict": sd, "step": 100}, cfg)
+    config = {"d_in": D_IN, "d_sae": D_SAE, "k": K, "activation": "topk"}
+    path = _write(tmp_path / "a", {"sae_state_dict": sd, "config": config, "step": 100},
+                  {"layer": 25, "apply_b_dec_to_input": True})
     sae = load_upstream_sae(path)
     assert sae.cfg.apply_b_dec_to_input is True and sae.cfg.metadata.layer == 25
     _check(sae, weights, True)
 
-    st = _write(tmp_path / "b", _layout(weights, "saelens"), {"d_in": D_IN, "expansion_factor": 4, "k": K,
-                                                              "apply_b_dec_to_input": False}, "w.safetensors")
+    st = _write(tmp_path / "b", _layout(weights, "saelens"),
+                {"architecture": "topk", "d_in": D_IN, "d_sae": D_SAE, "k": K, "apply_b_dec_to_input": False},
+                "w.safetensors")
     _check(load_upstream_sae(st), weights, False)
+
+
+def test_config_names_no_real_file_uses_are_refused_with_the_keys_found(tmp_path, weights):
+    # other libraries' names (sparsify, dictionary_learning, ...) are not guessed at: the error lists what was there
+    path = _write(tmp_path, _layout(weights, "saelens"), {"d_model": D_IN, "num_latents": D_SAE, "top_k": K})
+    with pytest.raises(CheckpointError, match=r"lacks d_in, d_sae, k.*Keys found: \['d_model', 'num_latents', 'top_k'\]"):
+        load_upstream_sae(path)
+    path = _write(tmp_path, {"enc.weight": torch.zeros(32, 8), "dec.weight": torch.zeros(8, 32)}, SMALL)
+    with pytest.raises(CheckpointError, match=r"unrecognised state-dict layout.*dec\.weight\(8, 32\).*enc\.weight\(32, 8\)"):
+        load_upstream_sae(path)
 
 
 def test_bfloat16_checkpoint_converted_to_float32(tmp_path):
@@ -256,10 +269,10 @@ def test_unknown_layout_lists_keys(tmp_path):
 
 def test_bad_cfg_values(tmp_path):
     path = _write(tmp_path, _small_sd(), {"d_in": 8, "d_sae": 32})
-    with pytest.raises(CheckpointError, match=r"lacks k .*Keys found: \['d_in', 'd_sae'\]"):
+    with pytest.raises(CheckpointError, match=r"lacks k: .*Keys found: \['d_in', 'd_sae'\]"):
         load_upstream_sae(path)
     _write(tmp_path, _small_sd(), {**SMALL, "architecture": "jumprelu"})
-    with pytest.raises(CheckpointError, match="only TopK"):
+    with pytest.raises(CheckpointError, match=r"only TopK.*Keys found: \['architecture', 'd_in'"):
         load_upstream_sae(path)
     sd = _small_sd()
     sd["W_dec"][0, 0] = float("nan")

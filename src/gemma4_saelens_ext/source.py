@@ -19,6 +19,7 @@ from sae_lens.load_model import HookedProxyLM, get_hook_fn
 from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
+from gemma4_saelens_ext.batching import length_sorted_batches
 from gemma4_saelens_ext.models import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -90,10 +91,9 @@ def activations(
         raise ValueError("completion_start needs one offset per text.")
     L = lm.resolve_layer(layer)
     tok = lm.tokenizer
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out: list[torch.Tensor | None] = [None] * len(texts)
     device = lm.device
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = length_sorted_batches(texts, len, batch_size)
     for idx in tqdm(batches, desc=f"activations L{L}", disable=not progress):
         enc = tok(
             [texts[i] for i in idx],

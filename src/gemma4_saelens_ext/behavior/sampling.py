@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from gemma4_saelens_ext.batching import length_sorted_batches
+
 __all__ = [
     "SampleRequest",
     "Completion",
@@ -145,7 +147,9 @@ def generate_completions(
 ) -> list[Completion]:
     """Sample one completion per request, ``batch_size`` rows per ``generate`` call (left padding, KV cache).
 
-    Requests are grouped by prompt length so batches carry little padding. ``on_batch`` is called after every
+    Requests are grouped by prompt length (``batching.length_sorted_batches``, ties broken by prompt id and sample
+    index) so batches carry little padding; completions come back in that batch order, so match them to requests
+    by ``key``. Each row is seeded by its own ``seed``, so a completion does not depend on the batching. ``on_batch`` is called after every
     batch (the builder appends to its JSONL checkpoint there), so an interrupted run loses at most one batch.
     """
     if max_new_tokens < 1:
@@ -163,7 +167,7 @@ def generate_completions(
             enc_cache[text] = tokenizer(text, add_special_tokens=True)["input_ids"]
         return enc_cache[text]
 
-    order = sorted(requests, key=lambda r: (len(enc(r.prompt)), r.prompt_id, r.sample_index))
+    batches = length_sorted_batches(requests, lambda r: (len(enc(r.prompt)), r.prompt_id, r.sample_index), batch_size)
     device = next(model.parameters()).device
     gen_cfg = GenerationConfig(
         max_new_tokens=max_new_tokens,
@@ -173,10 +177,10 @@ def generate_completions(
         num_beams=1,
     )
     out: list[Completion] = []
-    bar = tqdm(total=len(order), desc="sampling", unit="completion", disable=not progress)
+    bar = tqdm(total=len(requests), desc="sampling", unit="completion", disable=not progress)
     try:
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
+        for idx in batches:
+            batch = [requests[i] for i in idx]
             ids = [enc(r.prompt) for r in batch]
             width = max(len(x) for x in ids)
             input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=device)

@@ -39,6 +39,7 @@ from safetensors import safe_open
 from simple_parsing.helpers import choice
 from safetensors.torch import save_file
 
+from gemma4_saelens_ext.batching import length_sorted_batches
 from gemma4_saelens_ext.dist import barrier as _barrier
 from gemma4_saelens_ext.dist import init_distributed as _init_dist
 from gemma4_saelens_ext.options import layer_field, switch, precision_field
@@ -101,11 +102,8 @@ class ExtractConfig:
 
 # ---------------------------------------------------------------------------------------------------------------- plan
 def batch_plan(texts: Sequence[str], batch_size: int) -> list[list[int]]:
-    """Global batches of text indices, length-sorted (stable) exactly as ``source.activations`` does."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    """Global batches of text indices, length-sorted exactly as ``source.activations`` does (the same function)."""
+    return length_sorted_batches(texts, len, batch_size)
 
 
 def rank_batches(plan: list[list[int]], rank: int, world_size: int) -> list[list[int]]:

@@ -36,7 +36,8 @@ from gemma4_saelens_ext.releases.convert import (
     load_upstream_sae,
     read_upstream_config,
 )
-from gemma4_saelens_ext.releases.export import ExportResult, build_model_card, export_sae
+from gemma4_saelens_ext.releases.card import build_model_card
+from gemma4_saelens_ext.releases.export import ExportResult, export_sae
 from gemma4_saelens_ext.releases.registry import (
     BUILTIN_RELEASES,
     GEMMA4_E2B,

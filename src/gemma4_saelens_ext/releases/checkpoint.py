@@ -12,8 +12,7 @@ Two file shapes are read:
 
 The weights are the one dict (at any depth up to :data:`MAX_DEPTH`) whose keys name an SAE encoder or decoder
 (:data:`WEIGHT_ALIASES`, after stripping a ``module.``-style prefix); whatever sits beside it is ignored. A dict
-named ``config``/``cfg``/``sae_config`` at the top level or beside the weights is returned as the checkpoint's
-embedded config. When no dict, or more than one, holds SAE weights, the error names every key in the file.
+named ``config`` at the top level or beside the weights is returned as the checkpoint's embedded config. When no dict, or more than one, holds SAE weights, the error names every key in the file.
 
 Files are read with ``torch.load(weights_only=True)`` (or safetensors): a checkpoint that needs Python code to be
 unpickled, at any depth, is refused, never executed.
@@ -44,15 +43,17 @@ __all__ = [
 
 #: SAELens parameter -> the key names it is stored under (SAELens/Anthropic names, then ``nn.Linear`` names).
 WEIGHT_ALIASES: dict[str, tuple[str, ...]] = {
-    "W_enc": ("W_enc", "encoder.weight", "enc.weight"),
-    "W_dec": ("W_dec", "decoder.weight", "dec.weight"),
-    "b_enc": ("b_enc", "encoder.bias", "enc.bias"),
-    "b_dec": ("b_dec", "decoder.bias", "dec.bias", "b_pre", "pre_bias"),
+    "W_enc": ("W_enc", "encoder.weight"),
+    "W_dec": ("W_dec", "decoder.weight"),
+    "b_enc": ("b_enc", "encoder.bias"),
+    "b_dec": ("b_dec", "decoder.bias"),
 }
 _MATRIX_NAMES = frozenset(WEIGHT_ALIASES["W_enc"] + WEIGHT_ALIASES["W_dec"])
 _KNOWN_NAMES = frozenset(a for names in WEIGHT_ALIASES.values() for a in names)
-_STRIP_PREFIXES = ("module.", "_orig_mod.", "sae.", "model.")
-_CONFIG_KEYS = ("config", "cfg", "sae_config")
+#: what torch itself prepends: DistributedDataParallel (``module.``) and ``torch.compile`` (``_orig_mod.``)
+_STRIP_PREFIXES = ("module.", "_orig_mod.")
+#: the embedded config of the author's trainer checkpoint (nanochat-SAE ``SAETrainer``)
+_CONFIG_KEYS = ("config",)
 #: how deep the weights may be nested (``{"checkpoint": {"sae_state_dict": {...}}}`` is depth 2)
 MAX_DEPTH = 4
 _MAX_LISTED = 200
@@ -80,7 +81,7 @@ class LoadedCheckpoint:
 
 
 def strip_prefix(sd: dict[str, Any]) -> dict[str, Any]:
-    """Drop a common ``module.``/``_orig_mod.``/``sae.``/``model.`` prefix when it hides the SAE key names."""
+    """Drop a common ``module.``/``_orig_mod.`` prefix when it hides the SAE key names."""
     for prefix in _STRIP_PREFIXES:
         if sd and all(k.startswith(prefix) for k in sd) and not (set(sd) & _KNOWN_NAMES):
             stripped = {k[len(prefix) :]: v for k, v in sd.items()}
@@ -125,7 +126,7 @@ def _weight_dicts(obj: dict, parent: dict, path: str = "", depth: int = 0) -> li
 
 
 def _embedded_config(*holders: dict) -> dict[str, Any]:
-    """The first ``config``/``cfg``/``sae_config`` dict among ``holders`` (top level first), scalars and lists kept."""
+    """The first ``config`` dict among ``holders`` (top level first), scalars and lists kept."""
     for holder in holders:
         for key in _CONFIG_KEYS:
             cfg = holder.get(key)

@@ -12,7 +12,7 @@ decides in this order, and records the choice in ``sae.cfg.metadata`` (``encode_
 
 1. ``override``: ``SAESpec(apply_b_dec_to_input=...)``, :func:`gemma4_saelens_ext.releases.set_encode_convention`,
    the loader's ``apply_b_dec_to_input=`` keyword, or ``load_upstream_sae(apply_b_dec_to_input=...)``;
-2. ``cfg.json``: a flag in the release's ``cfg.json`` (``apply_b_dec_to_input`` or an alias);
+2. ``cfg.json``: ``apply_b_dec_to_input`` in the release's ``cfg.json``;
 3. ``checkpoint config``: the same flag in the ``config`` dict embedded in a trainer checkpoint;
 4. ``release default``: for repos matching :data:`AUTHOR_RELEASE_PATTERNS` (``Solshine/gemma4_*behaviorSAE*``), the
    author's published encode, ``relu(x @ W_enc + b_enc)`` then top-k, no subtraction (the class documented on the

@@ -1,12 +1,14 @@
 """Upstream TopK-SAE checkpoints (a torch state dict + ``cfg.json``) -> SAELens ``TopKSAE``.
 
 The published Gemma 4 behavior SAEs ship a plain state dict of a minimal TopK SAE next to a ``cfg.json``.
-Neither the key names nor the matrix orientation are documented, so the converter accepts the common layouts
-and refuses everything else with an error that lists what it found:
+The converter reads the layouts real files use and refuses everything else with an error that lists the keys
+it found:
 
-* SAELens/Anthropic names: ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``;
-* ``nn.Linear`` names: ``encoder.weight``, ``encoder.bias``, ``decoder.weight``, ``decoder.bias``
-  (``enc.*``/``dec.*`` too; a separate pre-encoder bias may be called ``b_dec``, ``b_pre`` or ``pre_bias``).
+* SAELens names (also those of the author's trainer, SolshineCode/nanochat-SAE): ``W_enc``, ``W_dec``, ``b_enc``,
+  ``b_dec``;
+* ``nn.Linear`` names: ``encoder.weight``, ``encoder.bias``, ``decoder.weight``, ``decoder.bias``;
+* the config: ``d_in``, ``d_sae``, ``k``, ``apply_b_dec_to_input`` and ``architecture`` (SAELens's ``cfg.json``,
+  and the upstream one ``export_sae`` writes) or ``activation`` (the trainer checkpoint's embedded ``config``).
 
 Each matrix may be stored either way round; its orientation is read off ``cfg.json``'s ``d_in``/``d_sae``.
 When ``d_in == d_sae`` the shape cannot tell, and the naming family's convention is used (``W_enc`` is
@@ -73,46 +75,19 @@ class MissingConfigError(CheckpointError, FileNotFoundError):
 # ----------------------------------------------------------------------------------------------------------
 # cfg.json
 # ----------------------------------------------------------------------------------------------------------
-# names real SAE configs use: SAELens and nanochat-SAE (d_in, d_sae, k), the author's BioRefusalAudit card
-# (d_model), EleutherAI sparsify (num_latents), dictionary_learning (activation_dim, dict_size), OpenAI's
-# sparse_autoencoder (n_inputs, n_latents)
-_D_IN_KEYS = ("d_in", "d_model", "activation_dim", "n_inputs")
-_D_SAE_KEYS = ("d_sae", "num_latents", "n_latents", "dict_size")
-_K_KEYS = ("k", "top_k")
-# a wrong b_dec convention silently corrupts every latent, so every spelling seen for the flag is read
-_B_DEC_KEYS = (
-    "apply_b_dec_to_input",
-    "subtract_b_dec",
-    "subtract_decoder_bias",
-    "b_dec_subtract",
-    "pre_encoder_bias",
-    "use_pre_encoder_bias",
-    "center_input",
-)
-_NESTED_CFG_KEYS = ("config", "cfg", "sae", "sae_config", "architecture_config")
+# The config layouts real files use, and nothing else (a guessed alias could misread a file silently):
+# * SAELens's cfg.json and the upstream cfg.json export_sae writes: architecture "topk", d_in, d_sae, k,
+#   apply_b_dec_to_input, and model_name / hook_name / layer / precision;
+# * the release author's trainer checkpoint (SolshineCode/nanochat-SAE SAETrainer): an embedded ``config`` with
+#   d_in, d_sae, k and activation "topk".
+_B_DEC_KEY = "apply_b_dec_to_input"
+_ARCH_KEYS = ("architecture", "activation")
 
 
-def _flatten_cfg(raw: dict[str, Any]) -> dict[str, Any]:
-    """Top-level keys win over the same key in a nested ``config``/``cfg``/``sae`` block."""
-    flat: dict[str, Any] = {}
-    for key in _NESTED_CFG_KEYS:
-        if isinstance(raw.get(key), dict):
-            flat.update(raw[key])
-    flat.update({k: v for k, v in raw.items() if not (k in _NESTED_CFG_KEYS and isinstance(v, dict))})
-    return flat
-
-
-def b_dec_flag(raw: dict[str, Any]) -> bool | None:
-    """The ``b_dec``-subtraction flag of a config dict (any alias, nested blocks too), or None if it is silent."""
-    key, val = _first(_flatten_cfg(raw), _B_DEC_KEYS)
-    return None if key is None else bool(val)
-
-
-def _first(cfg: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any] | tuple[None, None]:
-    for key in keys:
-        if key in cfg and cfg[key] is not None:
-            return key, cfg[key]
-    return None, None
+def b_dec_flag(cfg: dict[str, Any]) -> bool | None:
+    """The config's ``apply_b_dec_to_input``, or None when it does not say."""
+    val = cfg.get(_B_DEC_KEY)
+    return None if val is None else bool(val)
 
 
 @dataclass(frozen=True)
@@ -132,40 +107,33 @@ class UpstreamConfig:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], *, source: str = "cfg.json") -> UpstreamConfig:
-        cfg = _flatten_cfg(raw)
-        _, d_in = _first(cfg, _D_IN_KEYS)
-        _, d_sae = _first(cfg, _D_SAE_KEYS)
-        if d_sae is None and d_in is not None and cfg.get("expansion_factor") is not None:
-            d_sae = int(d_in) * int(cfg["expansion_factor"])
-        _, k = _first(cfg, _K_KEYS)
-        if k is None and isinstance(cfg.get("activation_fn_kwargs"), dict):
-            k = cfg["activation_fn_kwargs"].get("k")
-        missing = [name for name, val in (("d_in", d_in), ("d_sae", d_sae), ("k", k)) if val is None]
+    def from_dict(cls, cfg: dict[str, Any], *, source: str = "cfg.json") -> UpstreamConfig:
+        missing = [name for name in ("d_in", "d_sae", "k") if cfg.get(name) is None]
         if missing:
             raise CheckpointError(
-                f"{source} lacks {', '.join(missing)} (accepted names: d_in={list(_D_IN_KEYS)}, "
-                f"d_sae={list(_D_SAE_KEYS)} or expansion_factor, k={list(_K_KEYS)}). Keys found: {sorted(cfg)}"
+                f"{source} lacks {', '.join(missing)}: an SAE config needs d_in, d_sae and k (as in SAELens's "
+                f"cfg.json and the release's checkpoint config). Keys found: {sorted(cfg)}"
             )
-        arch = str(cfg.get("architecture", cfg.get("activation", cfg.get("activation_fn", "topk")))).lower()
-        if "topk" not in arch.replace("_", "").replace("-", ""):
-            raise CheckpointError(f"{source} describes architecture {arch!r}; only TopK SAEs are converted.")
-        b_key, b_val = _first(cfg, _B_DEC_KEYS)
-        d_in, d_sae, k = int(d_in), int(d_sae), int(k)
+        arch_key = next((key for key in _ARCH_KEYS if cfg.get(key) is not None), None)
+        arch = str(cfg[arch_key]).lower() if arch_key else "topk"
+        if arch != "topk":
+            raise CheckpointError(
+                f"{source} describes {arch_key}={arch!r}; only TopK SAEs are converted. Keys found: {sorted(cfg)}"
+            )
+        d_in, d_sae, k = int(cfg["d_in"]), int(cfg["d_sae"]), int(cfg["k"])
         if not (0 < k <= d_sae) or d_in <= 0:
             raise CheckpointError(f"{source}: invalid sizes d_in={d_in}, d_sae={d_sae}, k={k}")
-        layer = cfg.get("layer", cfg.get("hook_layer"))
         return cls(
             d_in=d_in,
             d_sae=d_sae,
             k=k,
-            apply_b_dec_to_input=None if b_key is None else bool(b_val),
+            apply_b_dec_to_input=b_dec_flag(cfg),
             dtype=str(cfg.get("dtype", "float32")).replace("torch.", ""),
-            layer=None if layer is None else int(layer),
-            hook_name=cfg.get("hook_name", cfg.get("hook_point")),
-            model_name=cfg.get("model_name", cfg.get("base_model", cfg.get("model"))),
-            precision=cfg.get("precision", cfg.get("quantization")),
-            raw=dict(raw),
+            layer=None if cfg.get("layer") is None else int(cfg["layer"]),
+            hook_name=cfg.get("hook_name"),
+            model_name=cfg.get("model_name"),
+            precision=cfg.get("precision"),
+            raw=dict(cfg),
         )
 
 
@@ -352,7 +320,7 @@ def convert_upstream_checkpoint(
     else:
         cfg_raw, source = {}, f"config embedded in {weights_path} (no cfg.json)"
         logger.info("%s: no cfg.json at %s; using the config embedded in the checkpoint", weights_path, cfg_path)
-    cfg = UpstreamConfig.from_dict({**_flatten_cfg(ckpt.config), **_flatten_cfg(cfg_raw)}, source=source)
+    cfg = UpstreamConfig.from_dict({**ckpt.config, **cfg_raw}, source=source)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     where = f"{weights_path}[{ckpt.where}]" if ckpt.where else str(weights_path)
     sd, layout = convert_state_dict(ckpt.tensors, cfg, dtype=torch_dtype, device=device, source=where)

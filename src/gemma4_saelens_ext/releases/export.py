@@ -14,26 +14,29 @@ Folder layout written by :func:`export_sae`::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gemma4_saelens_ext.io import atomic_path, atomic_write, atomic_write_json
 from gemma4_saelens_ext.precision import PRECISIONS, get_precision
-from gemma4_saelens_ext.releases.to_upstream import UPSTREAM_LAYOUTS, saelens_to_upstream
+from gemma4_saelens_ext.releases.card import build_model_card, jsonable
+from gemma4_saelens_ext.releases.manifest import MANIFEST_FILENAME, previous_entries, write_manifest
 from gemma4_saelens_ext.releases.registry import (
     GEMMA4_E2B,
-    MANIFEST_FILENAME,
     SAELENS_CFG,
     SAELENS_WEIGHTS,
     default_hf_hook_name,
     hook_names_for_layer,
 )
+from gemma4_saelens_ext.releases.to_upstream import UPSTREAM_LAYOUTS, saelens_to_upstream
 
 logger = logging.getLogger(__name__)
 
@@ -55,23 +58,6 @@ class ExportResult:
     manifest: Path
     metadata: dict[str, Any] = field(default_factory=dict)
     hub_url: str | None = None
-
-
-def _jsonable(value: Any) -> Any:
-    """Metadata -> JSON (BitsAndBytesConfig etc. become dicts, dtypes strings)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, torch.dtype):
-        return str(value).replace("torch.", "")
-    if hasattr(value, "to_dict"):
-        return _jsonable(value.to_dict())
-    return str(value)
 
 
 def infer_precision(metadata: Mapping[str, Any]) -> str | None:
@@ -122,8 +108,21 @@ def load_metrics(metrics: Mapping[str, Any] | str | Path | None) -> dict[str, fl
     return out
 
 
+@contextlib.contextmanager
+def _json_metadata(sae: Any, extra: Mapping[str, Any]) -> Iterator[None]:
+    """Give ``sae.cfg.metadata`` JSON-safe values (+ ``extra``) while SAELens writes its ``cfg.json``; then restore."""
+    from sae_lens.saes.sae import SAEMetadata
+
+    old = sae.cfg.metadata
+    sae.cfg.metadata = SAEMetadata(**jsonable({**old.to_dict(), **extra}))
+    try:
+        yield
+    finally:
+        sae.cfg.metadata = old
+
+
 def _inference_sae(sae: Any) -> Any:
-    """An inference ``SAE`` for ``sae`` (a TrainingSAE is converted via SAELens's own inference export)."""
+    """An inference ``SAE`` for ``sae``: a ``TrainingSAE`` goes through SAELens's ``save_inference_model``."""
     import tempfile
 
     from sae_lens import SAE
@@ -131,138 +130,15 @@ def _inference_sae(sae: Any) -> Any:
 
     if not isinstance(sae, TrainingSAE):
         return sae
-    with tempfile.TemporaryDirectory() as tmp:
-        _save_saelens(sae, Path(tmp), {})
+    with tempfile.TemporaryDirectory() as tmp, _json_metadata(sae, {}):
+        sae.save_inference_model(tmp)
         return SAE.load_from_disk(tmp, device=str(sae.device))
 
 
-def _save_saelens(sae: Any, folder: Path, metadata: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-    from sae_lens.saes.sae import TrainingSAE
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state_dict = {k: v.detach() for k, v in sae.state_dict().items()}
-    if isinstance(sae, TrainingSAE):
-        state_dict = {k: v.clone() for k, v in state_dict.items()}
-        sae.process_state_dict_for_saving_inference(state_dict)
-        cfg = sae.cfg.get_inference_sae_cfg_dict()
-    else:
-        sae.process_state_dict_for_saving(state_dict)
-        cfg = sae.cfg.to_dict()
-    cfg["metadata"] = {**_jsonable(cfg.get("metadata") or {}), **_jsonable(metadata)}
-    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(folder / SAELENS_WEIGHTS))
-    (folder / SAELENS_CFG).write_text(json.dumps(_jsonable(cfg), indent=2))
-
-
-def _previous_entries(manifest_path: Path, release: str, sae_id: str, paths: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Entries of other SAEs already exported into the same release folder (several SAEs per release)."""
-    if not manifest_path.is_file():
-        return []
-    old = json.loads(manifest_path.read_text())
-    if old.get("release") != release:
-        raise ValueError(f"{manifest_path.parent} already holds release {old.get('release')!r}, not {release!r}")
-    entries = [e for e in old.get("saes", []) if e.get("sae_id") != sae_id]
-    if "upstream" in paths and any("upstream" in e.get("paths", {}) for e in entries):
-        raise ValueError(
-            f"{manifest_path.parent} already holds an upstream-layout SAE (its cfg.json sits at the root); "
-            "export this SAE's upstream copy to another folder"
-        )
-    return entries
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    return value
-
-
-def _yaml_front_matter(data: dict[str, Any]) -> str:
-    from huggingface_hub import ModelCardData
-
-    data = _drop_none(data)
-    base = {k: data.pop(k) for k in ("license", "base_model", "library_name", "tags", "pipeline_tag") if k in data}
-    card_data = ModelCardData(**{k: v for k, v in base.items() if v is not None}, **data)
-    return f"---\n{card_data.to_yaml()}\n---\n"
-
-
-def build_model_card(
-    *,
-    release: str,
-    sae_id: str,
-    cfg: Mapping[str, Any],
-    metadata: Mapping[str, Any],
-    metrics: Mapping[str, float],
-    files: Sequence[str],
-    repo_id: str | None = None,
-    license: str | None = None,
-    notes: str = "",
-) -> str:
-    """Hub model card: YAML front matter (base model, layer, precision, architecture, metrics) + usage text."""
-    precision = metadata.get("precision")
-    prec_desc = get_precision(precision).description.split(" (")[0] if precision in PRECISIONS else "unknown"
-    arch = str(cfg.get("architecture", "topk"))
-    k = cfg.get("k")
-    front: dict[str, Any] = {
-        "license": license,
-        "base_model": metadata.get("model_name"),
-        "library_name": "saelens",
-        "tags": ["sae_lens", "sparse-autoencoder", arch, "gemma4", *([precision] if precision else [])],
-        "sae": {
-            "architecture": arch,
-            "d_in": cfg.get("d_in"),
-            "d_sae": cfg.get("d_sae"),
-            **({"k": k} if k is not None else {}),
-            "layer": metadata.get("layer"),
-            "hook_name": metadata.get("hook_name"),
-            "hf_hook_name": metadata.get("hf_hook_name"),
-            "training_precision": precision,
-            "apply_b_dec_to_input": cfg.get("apply_b_dec_to_input"),
-            "dtype": cfg.get("dtype"),
-        },
-    }
-    if metrics:  # nested: a top-level `metrics` key means a list of metric ids to the Hub
-        front["sae"]["metrics"] = dict(metrics)
-    name = repo_id or release
-    lines = [
-        _yaml_front_matter(_jsonable(front)),
-        f"# {release}",
-        "",
-        f"A {arch} sparse autoencoder"
-        + (f" (k={k})" if k is not None else "")
-        + f" with {cfg.get('d_in')} inputs and {cfg.get('d_sae')} latents, trained on the output of decoder "
-        f"layer {metadata.get('layer')} of `{metadata.get('model_name')}`.",
-        "",
-        f"- Hook: `{metadata.get('hook_name')}`"
-        + (f" (HF module `{metadata['hf_hook_name']}`)" if metadata.get("hf_hook_name") else ""),
-        f"- Activations were recorded with the base model at precision `{precision}`: {prec_desc}. "
-        "Results describe that checkpoint; check portability before using it on activations taken at another "
-        "precision.",
-        f"- Decoder bias subtracted from the input before encoding: {cfg.get('apply_b_dec_to_input')}",
-        "",
-    ]
-    if metrics:
-        lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {key} | {val:.6g} |" for key, val in metrics.items()] + [""]
-    lines += [
-        "## Loading",
-        "",
-        "```python",
-        "from sae_lens import SAE",
-        f'sae = SAE.from_pretrained("{name}", "{sae_id}")  # SAELens format, no plugin needed',
-        "```",
-        "",
-        "With `gemma4_saelens_ext` installed, a local copy of this folder loads with",
-        "`gemma4_saelens_ext.releases.register_local_release(path)` followed by",
-        f'`SAE.from_pretrained("{release}", "{sae_id}")`.',
-        "",
-        "## Files",
-        "",
-        *[f"- `{f}`" for f in files],
-        "",
-    ]
-    if notes:
-        lines += ["## Notes", "", notes.strip(), ""]
-    return "\n".join(lines)
+def _save_saelens(sae: Any, folder: Path, metadata: Mapping[str, Any]) -> None:
+    """SAELens's own ``save_model`` (``cfg.json`` + ``sae_weights.safetensors``), ``metadata`` merged into the cfg's."""
+    with _json_metadata(sae, metadata):
+        sae.save_model(folder)
 
 
 def export_sae(
@@ -335,7 +211,7 @@ def export_sae(
         paths["saelens"] = sae_id
         files += [f"{sae_id}/{SAELENS_CFG}", f"{sae_id}/{SAELENS_WEIGHTS}"]
     if "upstream" in formats:
-        _previous_entries(out_dir / MANIFEST_FILENAME, release, sae_id, {"upstream": ""})
+        previous_entries(out_dir, release, sae_id, {"upstream"})  # refuse before writing anything
         sd, up_cfg = saelens_to_upstream(inf, upstream_layout)
         up_cfg.update(
             {k: metadata[k] for k in ("model_name", "hook_name", "hf_hook_name", "layer", "precision") if metadata[k] is not None}
@@ -344,53 +220,27 @@ def export_sae(
             up_cfg["metrics"] = metric_values
         name = upstream_filename or f"{release.split('/')[-1]}.pt"
         upstream_path = out_dir / name
-        torch.save(sd, upstream_path)
-        (out_dir / "cfg.json").write_text(json.dumps(_jsonable(up_cfg), indent=2))
+        with atomic_path(upstream_path) as tmp:
+            torch.save(sd, tmp)  # plain tensors only: loads with torch.load(weights_only=True)
+        atomic_write_json(out_dir / SAELENS_CFG, jsonable(up_cfg))
         paths["upstream"] = name
         files += [name, "cfg.json"]
 
     cfg_dict = inf.cfg.to_dict()
-    manifest_path = out_dir / MANIFEST_FILENAME
-    previous = _previous_entries(manifest_path, release, sae_id, paths)
-    manifest = {
-        "release": release,
-        "model": metadata["model_name"],
-        "repo_id": repo_id,
-        "saes": previous
-        + [
-            {
-                "sae_id": sae_id,
-                "paths": paths,
-                **{k: metadata[k] for k in ("layer", "precision", "model_name", "hook_name", "hf_hook_name")},
-                "architecture": cfg_dict.get("architecture"),
-                "d_in": cfg_dict.get("d_in"),
-                "d_sae": cfg_dict.get("d_sae"),
-                "k": cfg_dict.get("k"),
-                "variance_explained": metric_values.get("explained_variance"),
-                "l0": metric_values.get("l0"),
-                "metrics": metric_values,
-            }
-        ],
-    }
-    manifest_path.write_text(json.dumps(_jsonable(manifest), indent=2))
+    manifest_path = write_manifest(
+        out_dir, release=release, repo_id=repo_id, sae_id=sae_id, paths=paths, metadata=metadata, cfg=cfg_dict,
+        metrics=metric_values,
+    )
     files.append(MANIFEST_FILENAME)
 
     card_path = None
     if model_card:
         card_path = out_dir / "README.md"
-        card_path.write_text(
-            build_model_card(
-                release=release,
-                sae_id=sae_id,
-                cfg=cfg_dict,
-                metadata=metadata,
-                metrics=metric_values,
-                files=files,
-                repo_id=repo_id,
-                license=license,
-                notes=notes,
-            )
+        card = build_model_card(
+            release=release, sae_id=sae_id, cfg=cfg_dict, metadata=metadata, metrics=metric_values, files=files,
+            repo_id=repo_id, license=license, notes=notes,
         )
+        atomic_write(card_path, str(card))
     hub_url = None
     if push_to_hub:  # pragma: no cover - needs network and a token
         from huggingface_hub import HfApi

@@ -140,7 +140,7 @@ def _load_saelens_format(repo_id, spec, meta, override, device, dtype, force_dow
     from sae_lens.loading.pretrained_sae_loaders import handle_config_defaulting, read_sae_components_from_disk
 
     from gemma4_saelens_ext.releases.convention import EncodeConvention
-    from gemma4_saelens_ext.releases.registry import SAELENS_SPARSITY
+    from sae_lens.constants import SPARSITY_FILENAME as SAELENS_SPARSITY
 
     files = spec.files
     cfg_file = _resolve_file(repo_id, files[0], files, force_download)

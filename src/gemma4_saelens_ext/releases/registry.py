@@ -25,11 +25,13 @@ output when Gemma 4 E2B is loaded with ``AutoModelForCausalLM``, i.e. ``Gemma4Fo
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from sae_lens.constants import SAE_CFG_FILENAME as SAELENS_CFG
+from sae_lens.constants import SAE_WEIGHTS_FILENAME as SAELENS_WEIGHTS
 
 from gemma4_saelens_ext.precision import PRECISIONS
 from gemma4_saelens_ext.releases.loader import (
@@ -63,10 +65,6 @@ __all__ = [
 
 LOADER_NAME = "gemma4_behavior"
 GEMMA4_E2B = "google/gemma-4-E2B"
-MANIFEST_FILENAME = "release.json"
-SAELENS_WEIGHTS = "sae_weights.safetensors"
-SAELENS_CFG = "cfg.json"
-SAELENS_SPARSITY = "sparsity.safetensors"
 
 
 def default_hf_hook_name(model_name: str | None, layer: int) -> str | None:
@@ -368,37 +366,7 @@ def register_local_release(
 
     ``prefer`` picks which copy each SAE id loads from when the folder holds both formats.
     """
-    folder = Path(folder).expanduser().resolve()
-    manifest_path = folder / MANIFEST_FILENAME
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"{manifest_path} not found: not an exported release folder. For other folders build a ReleaseSpec "
-            "with local_dir=... and call register_release()."
-        )
-    manifest = json.loads(manifest_path.read_text())
-    saes = []
-    for entry in manifest["saes"]:
-        paths: dict[str, str] = entry["paths"]
-        fmt = prefer if prefer in paths else next(iter(paths))
-        saes.append(
-            SAESpec(
-                sae_id=entry["sae_id"],
-                path=paths[fmt],
-                format=fmt,  # type: ignore[arg-type]
-                layer=int(entry["layer"]),
-                precision=entry.get("precision", "nf4"),
-                model_name=entry.get("model_name"),
-                hook_name=entry.get("hook_name"),
-                hf_hook_name=entry.get("hf_hook_name"),
-                variance_explained=entry.get("variance_explained"),
-                l0=entry.get("l0"),
-            )
-        )
-    spec = ReleaseSpec(
-        release=release or manifest["release"],
-        saes=tuple(saes),
-        local_dir=str(folder),
-        model=manifest.get("model", GEMMA4_E2B),
-        description=manifest.get("description", ""),
-    )
+    from gemma4_saelens_ext.releases.manifest import release_spec_from_folder
+
+    spec = release_spec_from_folder(folder, release=release, prefer=prefer)
     return register_release(spec, replace_existing=replace_existing)
