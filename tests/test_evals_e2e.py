@@ -19,7 +19,8 @@ def tiny_cfg(tmp_path, **over):
     cfg.dataset.scripted_families = ["slug_snail", "werewolf", "sandbagging_qa"]
     cfg.model.batch_size = 32
     cfg.model.max_length = 64
-    cfg.sae["fit"].update(steps=30, d_sae=640, token_level=False)
+    # the package's trainer (SAELens runner) on the scripted train split, a tiny budget
+    cfg.sae["overrides"] = {"runner.training_tokens": 4096, "sae.d_sae": 640}
     cfg.stats.n_permutations, cfg.stats.n_bootstrap, cfg.stats.probe_permutations = 100, 50, 3
     cfg.probes.n_splits = 2  # the scripted eval split of these families has 2 prompt groups
     cfg.reconstruction.max_texts = 4
