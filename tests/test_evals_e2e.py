@@ -147,3 +147,18 @@ def test_training_hook_evaluate_and_jsonl(tmp_path):
     assert grouped["heldout/n_groups"] == 10 and 0 < grouped["heldout/p_d_max"] <= 1
     with pytest.raises(ValueError, match="only one class"):
         TrainingEvalHook(x, ["honest"] * 40)
+
+
+def test_every_suite_field_has_a_docstring():
+    """simple_parsing reads these for --help: a docstring directly under every field of every suite section."""
+    import dataclasses
+
+    from simple_parsing.docstring import get_attribute_docstring
+
+    from gemma4_saelens_ext.evals import spec
+
+    classes = [getattr(spec, n) for n in spec.__all__ if dataclasses.is_dataclass(getattr(spec, n, None))]
+    assert len(classes) == 12
+    missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c)
+               if not get_attribute_docstring(c, f.name).docstring_below]
+    assert not missing, missing
