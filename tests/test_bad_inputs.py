@@ -122,6 +122,14 @@ CASES = [
     ("suite without an SAE", lambda t: __import__("gemma4_saelens_ext.evals", fromlist=["x"]).load_suite(
         {"name": "x", "dataset": {"path": "z"}}), ValueError, r"missing required key 'sae'"),
     ("unknown precision in a suite", lambda t: _suite(model={"precision": "int4"}), ValueError, r"Unknown precision 'int4'"),
+    ("suite with the removed sae.fit", lambda t: _suite(sae={"fit": {"d_sae": 64}}), ValueError,
+     r"sae\.fit was removed; use `sae\.train: demo_gemma3_270m_nf4`"),
+    ("suite training an SAE from a missing config", lambda t: _suite(sae={"train": "nope"}), FileNotFoundError,
+     r"shipped training_configs: demo_gemma3_270m_nf4"),
+    ("suite overriding what it sets itself", lambda t: _suite(sae={"train": "demo_gemma3_270m_nf4", "overrides": {
+        "runner.dataset_path": "x"}}), ValueError, r"sets \['runner\.dataset_path'\].*set \['dataset\.train_split'\] in the suite"),
+    ("suite SAE override outside a section", lambda t: _suite(sae={"train": "demo_gemma3_270m_nf4", "overrides": {
+        "training_tokens": 5}}), ValueError, r"must start with one of model, sae, runner"),
     ("missing SAE folder", lambda t: __import__("gemma4_saelens_ext.evals.saeio", fromlist=["x"]).load_sae(
         {"path": str(t / "no_sae")}), FileNotFoundError, r"SAE folder .* does not exist"),
     ("corrupt checkpoint", lambda t: __import__("gemma4_saelens_ext.releases", fromlist=["x"]).load_state_dict_file(

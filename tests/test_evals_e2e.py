@@ -19,7 +19,10 @@ def tiny_cfg(tmp_path, **over):
     cfg.dataset.scripted_families = ["slug_snail", "werewolf", "sandbagging_qa"]
     cfg.model.batch_size = 32
     cfg.model.max_length = 64
-    cfg.sae["fit"].update(steps=30, d_sae=640, token_level=False)
+    # the package's trainer (SAELens runner) on the scripted train split (~4k tokens, cached and re-read): a tiny
+    # budget with a higher learning rate reaches EV ~0.6 in ~64 steps
+    cfg.sae["overrides"] = {"runner.training_tokens": 8192, "runner.train_batch_size_tokens": 128, "runner.lr": 0.004,
+                            "sae.d_sae": 640}
     cfg.stats.n_permutations, cfg.stats.n_bootstrap, cfg.stats.probe_permutations = 100, 50, 3
     cfg.probes.n_splits = 2  # the scripted eval split of these families has 2 prompt groups
     cfg.reconstruction.max_texts = 4
@@ -43,6 +46,22 @@ def test_demo_suite_end_to_end(tmp_path):
     assert prim["selected_on"] == "train" and prim["split"] == "eval" and len(prim["latents"]) == 10
     assert r["tests"]["primary"]["p"] == prim["p"] and all("p_holm" in o for o in r["tests"]["others"])
     assert r["sae"]["encode"] == "tokens" and r["control"]["contrast"] == ["V3", "neutral"]
+    # the SAE was trained by training.train on the train split at the suite's model, precision and layer
+    sae = r["sae"]
+    assert sae["kind"].startswith("trained in-suite") and sae["train"] == "demo_gemma3_270m_nf4"
+    assert sae["training"]["model"] == {**sae["training"]["model"], "source": "gemma-3-270m", "precision": "fp32",
+                                        "layer": 6}
+    assert sae["hook"] == "blocks.6.hook_resid_post" and sae["d_sae"] == 640 and sae["from_cached_activations"]
+    import pyarrow.parquet as pq
+
+    from gemma4_saelens_ext.evals.data import scripted_rows
+
+    texts = pq.read_table(out / "sae_data" / "train.parquet")["text"].to_pylist()
+    splits = scripted_rows(["slug_snail", "werewolf", "sandbagging_qa"], seed=0)
+    assert texts == [x["text"] for x in splits["train"]] and sae["training_texts"] == len(texts)
+    assert not set(texts) & {x["text"] for x in splits["eval"]}  # never an eval prompt
+    assert (out / "sae" / "cfg.json").exists()
+    assert r["reconstruction"]["explained_variance"] > 0.3  # trained, not the random init (EV << 0)
     assert "random_slope_percentile" in r["steering"] and len(r["steering"]["controls"]) == 2
     assert r["dataset"]["sizes"]["eval"]["groups"] == prim["n_groups"]
     assert r["versions"]["sae-lens"].startswith("6.")
@@ -128,3 +147,18 @@ def test_training_hook_evaluate_and_jsonl(tmp_path):
     assert grouped["heldout/n_groups"] == 10 and 0 < grouped["heldout/p_d_max"] <= 1
     with pytest.raises(ValueError, match="only one class"):
         TrainingEvalHook(x, ["honest"] * 40)
+
+
+def test_every_suite_field_has_a_docstring():
+    """simple_parsing reads these for --help: a docstring directly under every field of every suite section."""
+    import dataclasses
+
+    from simple_parsing.docstring import get_attribute_docstring
+
+    from gemma4_saelens_ext.evals import spec
+
+    classes = [getattr(spec, n) for n in spec.__all__ if dataclasses.is_dataclass(getattr(spec, n, None))]
+    assert len(classes) == 12
+    missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c)
+               if not get_attribute_docstring(c, f.name).docstring_below]
+    assert not missing, missing

@@ -1,10 +1,12 @@
-"""SAE loading and batched encode/decode for evals, plus the control SAE and the pre-flight shape checks.
+"""SAE loading (or training, for a suite that says ``sae.train``) and batched encode/decode for evals, plus the
+control SAE and the pre-flight shape checks.
 
 Kept apart from the statistics so those stay pure; everything here touches torch modules."""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from sae_lens import SAE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_sae", "encode_decode", "random_sae_like", "check_sae_matches", "sae_layer", "decoder_rows", "encode_unit", "ENCODE_UNITS"]
+__all__ = ["load_sae", "train_suite_sae", "encode_decode", "random_sae_like", "check_sae_matches", "sae_layer", "decoder_rows", "encode_unit", "ENCODE_UNITS"]
 
 
 def load_sae(spec: Any, *, device: str = "cpu") -> SAE:
@@ -40,6 +42,34 @@ def load_sae(spec: Any, *, device: str = "cpu") -> SAE:
             pass
         return SAE.from_pretrained(spec["release"], spec.get("sae_id"), device=device)
     raise ValueError(f"SAE spec {spec} needs `path` or `release` (+ `sae_id`).")
+
+
+def train_suite_sae(cfg: Any, rows: list[dict], out: Path) -> tuple[SAE, dict[str, Any]]:
+    """The SAE of a suite with ``sae.train``: :func:`gemma4_saelens_ext.training.train` (SAELens's
+    ``LanguageModelSAETrainingRunner`` through our activation source) at the suite's model, precision and layer, on
+    the texts of ``rows`` (the train split, every label; never an eval prompt) written to ``out/sae_data/train.parquet``
+    (SAELens reads the folder offline), saved to ``out/sae``. Returns the saved SAE and the report's SAE section."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gemma4_saelens_ext.evals.spec import training_overrides
+    from gemma4_saelens_ext.training import load_training_config, train
+
+    data = Path(out) / "sae_data"
+    data.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": [r["text"] for r in rows]}), data / "train.parquet")
+    spec = load_training_config(cfg.sae["train"], training_overrides(cfg, str(data), str(out)))
+    logger.info("training the suite's SAE with %s (%d texts, %s tokens)", spec.config_path or "a config dict",
+                len(rows), spec.runner.get("training_tokens"))
+    t0 = time.perf_counter()
+    _, path = train(spec)
+    cache = Path(spec.runner["checkpoint_path"]) / "activation_cache"  # training.prepare_activation_cache's default
+    section = {"kind": "trained in-suite (gemma4_saelens_ext.training.train, SAELens runner)",
+               "train": str(cfg.sae["train"]), "config_path": spec.config_path,
+               "overrides": dict(cfg.sae.get("overrides") or {}), "path": str(path), "training_texts": len(rows),
+               "training": {k: spec.raw[k] for k in ("model", "sae", "runner") if k in spec.raw},
+               "from_cached_activations": cache.exists(), "train_seconds": round(time.perf_counter() - t0, 1)}
+    return load_sae({"path": str(path)}), section
 
 
 @torch.no_grad()
