@@ -99,13 +99,14 @@ def check_checkpoint(
     d_in: int | None = None,
     layer_field: str = "layer",
     d_in_field: str = "d_in",
+    layer_fix: str | None = None,
     d_in_fix: str | None = None,
 ) -> CheckpointShape | None:
     """Check a layer and an SAE width against ``source``'s config before any weights load or download.
 
     The early check of the training, eval and demo commands (the same mistakes are caught again after the load).
-    Raises ValueError naming ``layer_field`` / ``d_in_field`` and the fix (``d_in_fix``; default: set the field to
-    the hidden size). Returns the shape read, or None when no config can be read without loading (logged).
+    Raises ValueError naming ``layer_field`` / ``d_in_field`` and the fix (``layer_fix`` / ``d_in_fix``; default:
+    set the field to a layer in range / to the hidden size). Returns the shape read, or None when no config can be read without loading (logged).
     """
     shape = checkpoint_shape(source)
     if shape is None:
@@ -114,13 +115,11 @@ def check_checkpoint(
         try:
             parse_layer(layer, shape.n_layers)
         except ValueError as e:
-            raise ValueError(
-                f"{layer_field}={layer!r}: {e} Set {layer_field} to a layer in 0..{shape.n_layers - 1} "
-                f"(read from {shape.origin})."
-            ) from None
+            fix = layer_fix or f"set {layer_field} to a layer in 0..{shape.n_layers - 1}"
+            raise ValueError(f"{layer_field}={layer!r}: {e} Read from {shape.origin}; {fix}.") from None
     if d_in is not None and int(d_in) != shape.d_model:
         raise ValueError(
-            f"{d_in_field}={d_in} does not match the hidden size {shape.d_model} of {source} (read from "
+            f"{d_in_field}={d_in} does not match the model's hidden size {shape.d_model} ({source}, read from "
             f"{shape.origin}); {d_in_fix or f'set {d_in_field}: {shape.d_model}'}."
         )
     return shape
