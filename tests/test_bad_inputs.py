@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoint_folders import config_only
 
 
 def _suite(**over):
@@ -65,6 +66,33 @@ def _two_rows_split(tmp: Path, label: str):
     from gemma4_saelens_ext.evals.context import labelled_split
 
     return labelled_split("eval", [{"label": label, "group": "g"}] * 4)
+
+
+def _train_config_only(tmp: Path, kind: str = "gemma4-multimodal", layer: int = 2, d_in: int = 64):
+    """Train on a model folder holding only config.json (4 layers, hidden 64): a check made after the load would
+    fail on the missing weights instead of giving its own error."""
+    from gemma4_saelens_ext.training import train
+
+    return train({"model": {"source": config_only(tmp, kind), "precision": "fp32", "layer": layer},
+                  "sae": {"d_in": d_in, "d_sae": 128, "k": 4},
+                  "runner": {"dataset_path": "builtin:roleplay-corpus", "train_batch_size_tokens": 256,
+                             "output_path": str(tmp / "sae")}})
+
+
+def _suite_config_only(tmp: Path, layer: int | None = None, sae_d_in: int = 64, sae_hook: str = "blocks.2.hook_resid_post"):
+    """Run a suite on a config-only model folder (4 layers, hidden 64) with an SAE folder saved by SAELens."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    sae = TopKSAE(TopKSAEConfig(d_in=sae_d_in, d_sae=16, k=4))
+    sae.cfg.metadata.hook_name = sae_hook
+    sae.save_model(str(tmp / "sae"))
+    return _run_suite_dict(tmp, model={"source": config_only(tmp), "layer": layer}, sae={"path": str(tmp / "sae")})
+
+
+def _demo(tmp: Path, **kw):
+    from gemma4_saelens_ext.pipeline.demo import DemoConfig, run_demo
+
+    return run_demo(DemoConfig(out=str(tmp / "d"), **kw), echo=lambda _: None)
 
 
 def _cli(*argv):
@@ -143,6 +171,23 @@ CASES = [
      r"No usable judge in \['llm:nokey'\].*no API key: set GEMMA4_SAE_JUDGE_NOKEY_API_KEY.*add `keyword`"),
     ("build into a folder that is not ours", _build_into_foreign, Exception,
      r"is not empty and holds no dataset build; choose a new or empty --out \(files that are not ours are never"),
+    ("training: layer out of range, found before the model loads", lambda t: _train_config_only(t, layer=99),
+     ValueError, r"model\.layer=99: Layer 99 is out of range: this model has 4 layers \(0\.\.3\)\. Read from "
+     r".*config\.json; set model\.layer to a layer in 0\.\.3"),
+    ("training: sae.d_in is not the hidden size, found before the model loads (Gemma 3 multimodal config)",
+     lambda t: _train_config_only(t, "gemma3-multimodal", d_in=640), ValueError,
+     r"sae\.d_in=640 does not match the model's hidden size 64 \(.*config\.json\); set sae\.d_in: 64"),
+    ("eval suite: layer out of range, found before the model loads", lambda t: _suite_config_only(t, layer=99),
+     ValueError, r"model\.layer=99: Layer 99 is out of range: this model has 4 layers"),
+    ("eval suite: SAE folder's d_in is not the hidden size", lambda t: _suite_config_only(t, sae_d_in=32), ValueError,
+     r"sae \(.*sae\) d_in=32 does not match the model's hidden size 64.*pick the SAE for this model"),
+    ("eval suite: the SAE's hook is past the model's last layer", lambda t: _suite_config_only(
+        t, sae_hook="blocks.9.hook_resid_post"), ValueError,
+     r"hook_name \(model\.layer is unset\)='blocks\.9\.hook_resid_post': Layer 9 is out of range.*pick the SAE"),
+    ("demo: --layer out of range, found before the dataset stage", lambda t: _demo(t, layer=99), ValueError,
+     r"model\.layer=99: Layer 99 is out of range: this model has 18 layers \(0\.\.17\)"),
+    ("demo: the training config's sae.d_in is not the model's hidden size", lambda t: _demo(
+        t, model=config_only(t), layer=2), ValueError, r"sae\.d_in=640 does not match the model's hidden size 64"),
     ("no disk space", lambda t: __import__("gemma4_saelens_ext.pipeline.demo", fromlist=["x"]).run_demo(
         __import__("gemma4_saelens_ext.pipeline.demo", fromlist=["x"]).DemoConfig(out=str(t / "d"), min_free_gb=1e9)),
      RuntimeError, r"GB free.*Free some space, or point --out"),

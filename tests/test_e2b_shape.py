@@ -8,13 +8,8 @@ import pytest
 import torch
 
 from gemma4_saelens_ext.embedded import e2b_text_config
-from gemma4_saelens_ext.models import (
-    _derived_config,
-    _kept_layer_count,
-    _rewrite_key,
-    find_decoder_layers,
-    parse_layer,
-)
+from gemma4_saelens_ext.derived import derived_config, kept_layer_count, rewrite_key
+from gemma4_saelens_ext.models import find_decoder_layers, parse_layer
 from gemma4_saelens_ext.placement import lookup_device_map, meta_model
 
 H, V, PLE, N = 1536, 262144, 256, 35
@@ -80,10 +75,10 @@ def test_layer25_truncation_matches_the_derived_model(multimodal, text_only):
     assert layers_path == ("model.language_model.layers" if multimodal else "model.layers") and len(layers) == N
     L = parse_layer("blocks.25.hook_resid_post", N, layers_path)
     assert L == parse_layer(f"{layers_path}.25", N, layers_path) == 25
-    keep = _kept_layer_count(text, L)
+    keep = kept_layer_count(text, L)
     assert keep == 30  # layer 25 is sliding: kept up to full-attention layer 29, so 25 keeps its attention type
 
-    new_cfg = _derived_config(raw, keep, text_only)
+    new_cfg = derived_config(raw, keep, text_only)
     out_multimodal = multimodal and not text_only
     if out_multimodal:
         from transformers import Gemma4Config
@@ -104,7 +99,7 @@ def test_layer25_truncation_matches_the_derived_model(multimodal, text_only):
     expected = {k: tuple(t.shape) for k, t in derived.state_dict().items() if k != "lm_head.weight"}
     got = {}
     for key, t in full.state_dict().items():
-        new = _rewrite_key(raw, key, keep, text_only)
+        new = rewrite_key(raw, key, keep, text_only)
         if new is None:
             continue
         name, rows, cols = new

@@ -30,7 +30,10 @@ from filelock import FileLock
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EMBEDDED_MODELS", "cache_dir", "embedded_model_path", "is_embedded", "e2b_text_config"]
+__all__ = [
+    "EMBEDDED_MODELS", "cache_dir", "embedded_model_path", "built_embedded_path", "embedded_shape", "is_embedded",
+    "e2b_text_config",
+]
 
 _FORMAT_VERSION = "1"
 
@@ -43,14 +46,18 @@ def cache_dir() -> Path:
     return path
 
 
+def _is_complete(target: Path) -> bool:
+    marker = target / ".complete"
+    return marker.exists() and marker.read_text().strip() == _FORMAT_VERSION
+
+
 def build_cached(target: Path, builder: Callable[[Path], None]) -> Path:
     """Run ``builder(tmpdir)`` once and move the result to ``target`` atomically (marker file = complete)."""
-    marker = target / ".complete"
-    if marker.exists() and marker.read_text().strip() == _FORMAT_VERSION:
+    if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f".{target.name}.lock")):
-        if marker.exists() and marker.read_text().strip() == _FORMAT_VERSION:
+        if _is_complete(target):
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
@@ -333,8 +340,30 @@ def is_embedded(name: str) -> bool:
     return name in EMBEDDED_MODELS
 
 
-def embedded_model_path(name: str) -> Path:
-    """Local folder of an embedded model, building it on first use."""
+def _embedded_folder(name: str) -> Path:
     if name not in EMBEDDED_MODELS:
         raise ValueError(f"Unknown embedded model {name!r}; embedded models: {', '.join(EMBEDDED_MODELS)}")
-    return build_cached(cache_dir() / "models" / name, EMBEDDED_MODELS[name][1])
+    return cache_dir() / "models" / name
+
+
+def embedded_model_path(name: str) -> Path:
+    """Local folder of an embedded model, building it on first use."""
+    return build_cached(_embedded_folder(name), EMBEDDED_MODELS[name][1])
+
+
+def built_embedded_path(name: str) -> Path | None:
+    """Local folder of an embedded model if it is already built, else None (nothing is built)."""
+    folder = _embedded_folder(name)
+    return folder if _is_complete(folder) else None
+
+
+def embedded_shape(name: str) -> tuple[int, int]:
+    """``(layers, hidden size)`` of an embedded model without building it."""
+    _embedded_folder(name)
+    if name == "gemma-3-270m":
+        return 18, 640  # the GGUF's Gemma 3 270M (tests compare this with the converted checkpoint)
+    if name == "gemma-4-e2b-shape":
+        cfg = e2b_text_config()
+    else:  # the random tiny / e2b-mini models; their layer count and width do not depend on the vocabulary
+        cfg = _gemma4_text_config("tiny" if name.startswith("gemma-4-tiny") else "e2b-mini", vocab_size=256)
+    return int(cfg.num_hidden_layers), int(cfg.hidden_size)

@@ -42,7 +42,10 @@ from gemma4_saelens_ext.precision import PRECISIONS, get_precision
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainingSpec", "load_training_config", "build_runner", "train", "BUILTIN_DATASETS", "resolve_dataset_path"]
+__all__ = [
+    "TrainConfig", "TrainingSpec", "load_training_config", "check_model_fit", "build_runner", "train",
+    "BUILTIN_DATASETS", "resolve_dataset_path",
+]
 
 _SECTIONS = ("model", "sae", "runner")
 
@@ -190,18 +193,16 @@ def load_training_config(config: str | Path | dict[str, Any], overrides: dict[st
             f"runner.n_batches_in_buffer * context_size = {nbuf * ctx} < train_batch_size_tokens = {bs}: SAELens's "
             f"mixing buffer cannot fill a batch; set n_batches_in_buffer >= {-(-bs // ctx)}."
         )
-    layer = model["layer"]
-    if isinstance(layer, str):
-        from gemma4_saelens_ext.models import _TL_RESID
+    from gemma4_saelens_ext.models import parse_layer
 
-        m = _TL_RESID.match(layer)
-        if not m:
-            raise ValueError(f"model.layer {layer!r}: give an int or 'blocks.L.hook_resid_post'.")
-        layer = int(m.group(1))
+    try:
+        layer = parse_layer(model["layer"])  # the form only; the range is checked against the model (build_source)
+    except ValueError as e:
+        raise ValueError(f"model.layer: {e}") from None
     return TrainingSpec(
         source=str(model["source"]),
         precision=precision,
-        layer=int(layer),
+        layer=layer,
         truncate=bool(model.get("truncate", True)),
         cache_activations=model.get("cache_activations", "auto"),
         sae=sae,
@@ -211,11 +212,21 @@ def load_training_config(config: str | Path | dict[str, Any], overrides: dict[st
     )
 
 
+def check_model_fit(spec: TrainingSpec) -> None:
+    """``model.layer`` and ``sae.d_in`` against the checkpoint's config.json, before any weights load (a ValueError
+    naming the field and the fix; skipped, with a log line, when the config cannot be read without loading)."""
+    from gemma4_saelens_ext.models import check_checkpoint
+
+    check_checkpoint(spec.source, layer=spec.layer, d_in=int(spec.sae["d_in"]), layer_field="model.layer",
+                     d_in_field="sae.d_in")
+
+
 def build_source(spec: TrainingSpec):
-    """Load the model for ``spec`` and check the SAE fits it, before any training work starts."""
+    """Check the SAE fits the model (:func:`check_model_fit`), then load the model for ``spec``."""
     from gemma4_saelens_ext.models import load_model
     from gemma4_saelens_ext.source import Gemma4ActivationSource
 
+    check_model_fit(spec)
     truncate = spec.truncate
     if truncate and (spec.runner.get("logger") or {}).get("log_to_wandb"):
         # SAELens's W&B evals compute the LM loss with the SAE spliced in, which needs every layer.

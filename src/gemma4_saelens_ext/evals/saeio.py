@@ -5,6 +5,7 @@ Kept apart from the statistics so those stay pure; everything here touches torch
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -16,7 +17,10 @@ from sae_lens import SAE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_sae", "train_suite_sae", "encode_decode", "random_sae_like", "check_sae_matches", "sae_layer", "decoder_rows", "encode_unit", "ENCODE_UNITS"]
+__all__ = [
+    "load_sae", "train_suite_sae", "encode_decode", "random_sae_like", "check_sae_matches", "check_before_loading",
+    "sae_layer", "decoder_rows", "encode_unit", "ENCODE_UNITS",
+]
 
 
 def load_sae(spec: Any, *, device: str = "cpu") -> SAE:
@@ -137,6 +141,32 @@ def check_sae_matches(sae: SAE, *, d_model: int | None = None, layer: int | None
                 f"{what} was trained on hook {hook!r} (layer {sae_l}) but the activations are taken at layer {layer}; "
                 f"set model.layer to {sae_l} or use an SAE for layer {layer}."
             )
+
+
+def _saved_cfg(spec: Any) -> tuple[str, dict[str, Any]] | None:
+    """``(folder, cfg.json)`` of an SAE given as a folder, read without its weights; None for any other spec."""
+    path = spec if isinstance(spec, (str, Path)) else spec.get("path") if isinstance(spec, dict) else None
+    f = Path(path) / "cfg.json" if path else None
+    return (str(path), json.loads(f.read_text())) if f is not None and f.is_file() else None
+
+
+def check_before_loading(cfg: Any) -> None:
+    """A suite's layer (``model.layer``, else the SAE's hook) and each SAE folder's ``d_in`` (its cfg.json) against
+    the model's config.json, before any SAE or model loads (:func:`gemma4_saelens_ext.models.check_checkpoint`)."""
+    from gemma4_saelens_ext.models import check_checkpoint
+
+    source = cfg.model.source
+    fix = "this SAE was trained on another model: pick the SAE for this model (or set model.source to its model)"
+    main = _saved_cfg(cfg.sae)
+    hook = ((main[1].get("metadata") or {}).get("hook_name") or main[1].get("hook_name")) if main else None
+    if cfg.model.layer is not None:
+        check_checkpoint(source, layer=cfg.model.layer, layer_field="model.layer")
+    elif hook:
+        check_checkpoint(source, layer=hook, layer_field=f"SAE {main[0]} hook_name (model.layer is unset)", layer_fix=fix)
+    for what, spec in [("sae", cfg.sae), *((f"other_saes.{k}", v) for k, v in cfg.other_saes.items())]:
+        saved = _saved_cfg(spec)
+        if saved and saved[1].get("d_in") is not None:
+            check_checkpoint(source, d_in=int(saved[1]["d_in"]), d_in_field=f"{what} ({saved[0]}) d_in", d_in_fix=fix)
 
 
 def decoder_rows(sae: SAE, latents: list[int]) -> np.ndarray:

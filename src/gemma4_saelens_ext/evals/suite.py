@@ -59,12 +59,15 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
     from gemma4_saelens_ext.evals.context import SuiteContext, labelled_split
     from gemma4_saelens_ext.evals.data import load_rows, scripted_rows
     from gemma4_saelens_ext.evals.families import FAMILIES, run_families
-    from gemma4_saelens_ext.evals.saeio import check_sae_matches, encode_unit, load_sae, sae_layer, train_suite_sae
+    from gemma4_saelens_ext.evals.saeio import (
+        check_before_loading, check_sae_matches, encode_unit, load_sae, sae_layer, train_suite_sae,
+    )
     from gemma4_saelens_ext.models import load_model
     from gemma4_saelens_ext.versions import package_versions
 
     if not isinstance(cfg, SuiteConfig):
         cfg = load_suite(cfg)
+    check_before_loading(cfg)  # layer and SAE widths against the model's config.json, before anything loads
     t0 = time.time()
     out = Path(output_dir or cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

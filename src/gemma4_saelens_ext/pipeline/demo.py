@@ -125,6 +125,13 @@ def _stage_dataset(cfg: DemoConfig, d: Path) -> dict[str, Any]:
     return {"output": str(out), "rows": len(res.rows), "generated": res.n_generated, "resumed": res.n_resumed}
 
 
+def _model_overrides(cfg: DemoConfig) -> dict[str, Any]:
+    ov: dict[str, Any] = {"model.source": cfg.model, "model.precision": cfg.precision}
+    if cfg.layer is not None:
+        ov["model.layer"] = cfg.layer
+    return ov
+
+
 def _stage_train(cfg: DemoConfig, d: Path) -> dict[str, Any]:
     from gemma4_saelens_ext.training import train
 
@@ -138,11 +145,8 @@ def _stage_train(cfg: DemoConfig, d: Path) -> dict[str, Any]:
         "runner.output_path": str(out),
         "runner.checkpoint_path": str(d / "sae_checkpoints"),
         "runner.seed": cfg.seed,
-        "model.source": cfg.model,
-        "model.precision": cfg.precision,
+        **_model_overrides(cfg),
     }
-    if cfg.layer is not None:
-        ov["model.layer"] = cfg.layer
     if cfg.quick:
         ov.update({
             "runner.training_tokens": 2048, "runner.train_batch_size_tokens": 128, "runner.store_batch_size_prompts": 4,
@@ -308,8 +312,12 @@ def stage_hashes(cfg: DemoConfig) -> dict[str, str]:
 
 def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Run (or resume) the four stages; returns the ``stages.json`` content. Raises :class:`DemoError` on failure."""
+    from gemma4_saelens_ext.training import check_model_fit, load_training_config
+
     d = Path(cfg.out)
     free = check_disk(d, cfg.min_free_gb)
+    # the training config with the demo's settings; its layer and SAE width against the model's config.json
+    check_model_fit(load_training_config(cfg.config, {**_model_overrides(cfg), **cfg.train_overrides}))
     if cfg.fresh and d.exists():
         for name in ("dataset", "sae_data", "sae", "sae_checkpoints", "report", "release", "stages.json"):
             p = d / name

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from gemma4_saelens_ext.io import atomic_path, atomic_write, atomic_write_json
+from gemma4_saelens_ext.models import parse_layer
 from gemma4_saelens_ext.precision import PRECISIONS, get_precision
 from gemma4_saelens_ext.releases.card import build_model_card, jsonable
 from gemma4_saelens_ext.releases.manifest import MANIFEST_FILENAME, previous_entries, write_manifest
@@ -40,7 +41,7 @@ from gemma4_saelens_ext.releases.to_upstream import UPSTREAM_LAYOUTS, saelens_to
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportResult", "export_sae", "build_model_card", "infer_precision", "infer_layer", "load_metrics"]
+__all__ = ["ExportResult", "export_sae", "build_model_card", "infer_precision", "load_metrics"]
 
 FORMATS = ("saelens", "upstream")
 
@@ -77,17 +78,6 @@ def infer_precision(metadata: Mapping[str, Any]) -> str | None:
     for name, key in (("bf16", "bfloat16"), ("fp16", "float16"), ("fp32", "float32")):
         if key in dtype:
             return name
-    return None
-
-
-def infer_layer(hook_name: str | None) -> int | None:
-    """Layer index from ``blocks.L.hook_resid_post`` or an HF path ending in ``layers.L``."""
-    if not hook_name:
-        return None
-    parts = hook_name.split(".")
-    for i, part in enumerate(parts[:-1]):
-        if part in ("blocks", "layers", "h") and parts[i + 1].isdigit():
-            return int(parts[i + 1])
     return None
 
 
@@ -180,7 +170,11 @@ def export_sae(
     out_dir.mkdir(parents=True, exist_ok=True)
     inf = _inference_sae(sae)
     src_meta = inf.cfg.metadata
-    layer = layer if layer is not None else (src_meta.get("layer") if src_meta.get("layer") is not None else infer_layer(hook_name or src_meta.get("hook_name")))
+    hook = hook_name or src_meta.get("hook_name")
+    for candidate in (layer, src_meta.get("layer"), hook):  # given, recorded, or read from the hook name
+        if candidate is not None:
+            layer = parse_layer(candidate)
+            break
     if layer is None:
         raise ValueError("cannot tell the layer: pass layer=... (or a hook_name like blocks.25.hook_resid_post)")
     canon_hook = hook_names_for_layer(int(layer))[0]
