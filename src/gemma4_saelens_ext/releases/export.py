@@ -141,7 +141,7 @@ def export_sae(
     upstream_layout: str = "linear",
     upstream_filename: str | None = None,
     model_name: str | None = None,
-    layer: int | None = None,
+    layer: int | str | None = None,
     hook_name: str | None = None,
     hf_hook_name: str | None = None,
     precision: str | None = None,
