@@ -120,14 +120,14 @@ def test_suite_errors_before_long_work(tmp_path):
     cfg.dataset.eval_split = "nope"
     with pytest.raises(ValueError, match="split 'nope' is empty"):
         run_suite(cfg, output_dir=str(tmp_path / "r2"))
-    # SAE width vs model width
+    # SAE width vs model width: found from the two config files before the model or the SAE loads
     from sae_lens import TopKSAE, TopKSAEConfig
 
     sae_dir = tmp_path / "sae"
     TopKSAE(TopKSAEConfig(d_in=32, d_sae=64, k=4)).save_model(str(sae_dir))
     cfg = tiny_cfg(tmp_path, sae={"path": str(sae_dir)})
     cfg.model.layer = 6
-    with pytest.raises(ValueError, match="d_in=32 but the model's residual width is 640"):
+    with pytest.raises(ValueError, match=r"d_in=32 does not match the model's hidden size 640 .*config\.json"):
         run_suite(cfg, output_dir=str(tmp_path / "r3"))
 
 
