@@ -66,15 +66,21 @@ def test_demo_end_to_end_and_resume(tmp_path: Path, capsys):
     third = json.loads((out / "stages.json").read_text())["stages"]
     assert [third[s]["status"] for s in STAGES] == ["reused", "reused", "done", "done"]
 
+    # config errors stop the run before any stage (exit 2, nothing written)
+    for flag, value in (("--config", "missing.yaml"), ("--suite", "missing_suite.yaml")):
+        assert main(["demo", "--out", str(tmp_path / "early"), *QUICK, flag, str(tmp_path / value)]) == 2
+        assert not (tmp_path / "early").exists()
+
     # a failing stage: recorded with its error, earlier outputs kept, non-zero exit
     bad = tmp_path / "bad"
     bad.mkdir()
     shutil.copytree(out / "dataset", bad / "dataset")
+    (bad / "dataset" / "data" / "all.parquet").write_bytes(b"not parquet")  # what the train stage reads
     (bad / "stages.json").write_text(json.dumps({"stages": {"dataset": stages["dataset"]}}))
-    assert main(["demo", "--out", str(bad), *QUICK, "--config", str(tmp_path / "missing.yaml")]) == 1
+    assert main(["demo", "--out", str(bad), *QUICK]) == 1
     rec = json.loads((bad / "stages.json").read_text())["stages"]
     assert rec["dataset"]["status"] == "reused" and (bad / "dataset" / "manifest.json").exists()
-    assert rec["train"]["status"] == "failed" and "missing.yaml" in rec["train"]["error"]
+    assert rec["train"]["status"] == "failed" and "all.parquet" in rec["train"]["error"]
     assert "eval" not in rec or rec["eval"]["status"] != "done"
 
 

@@ -312,12 +312,15 @@ def stage_hashes(cfg: DemoConfig) -> dict[str, str]:
 
 def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Run (or resume) the four stages; returns the ``stages.json`` content. Raises :class:`DemoError` on failure."""
+    from gemma4_saelens_ext.evals.suite import load_suite
     from gemma4_saelens_ext.training import check_model_fit, load_training_config
 
     d = Path(cfg.out)
     free = check_disk(d, cfg.min_free_gb)
-    # the training config with the demo's settings; its layer and SAE width against the model's config.json
+    # config errors before any work: the training config with the demo's settings (its layer and SAE width against
+    # the model's config.json) and the suite
     check_model_fit(load_training_config(cfg.config, {**_model_overrides(cfg), **cfg.train_overrides}))
+    load_suite(cfg.suite, sae={"path": str(d / "sae")})
     if cfg.fresh and d.exists():
         for name in ("dataset", "sae_data", "sae", "sae_checkpoints", "report", "release", "stages.json"):
             p = d / name
