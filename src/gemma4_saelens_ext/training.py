@@ -69,18 +69,27 @@ def resolve_dataset_path(path: str) -> str:
 
 @dataclass
 class TrainingSpec:
-    """A parsed training config: what to load, what SAE, and the SAELens runner settings."""
+    """A parsed training config: what to load, what SAE, and the SAELens runner settings (YAML: ``model.source``,
+    ``model.precision``, ``model.layer``, ``model.truncate``, ``model.cache_activations``, ``sae.*``, ``runner.*``)."""
 
     source: str
+    """model.source: embedded name, local folder or Hub id"""
     precision: str
+    """model.precision: nf4, nf4-bf16, int8, fp16, bf16 or fp32"""
     layer: int
+    """model.layer: the residual stream after this decoder layer (blocks.L.hook_resid_post)"""
     sae: dict[str, Any]
+    """sae: TopKTrainingSAEConfig fields (d_in, d_sae, k, ...)"""
     runner: dict[str, Any]
+    """runner: LanguageModelSAERunnerConfig fields (dataset_path, training_tokens, lr, ...)"""
     truncate: bool = True
-    #: "auto" (cache when the dataset is smaller than the training budget), True or False
+    """model.truncate: load only layers 0..layer (activations are identical; less memory)"""
     cache_activations: str | bool = "auto"
+    """model.cache_activations: auto (cache when the dataset has fewer tokens than the budget), true or false"""
     config_path: str | None = None
+    """the YAML file read (None for a dict)"""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    """the config as read, with overrides applied"""
 
     @property
     def hook_name(self) -> str:
