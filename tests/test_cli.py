@@ -154,6 +154,14 @@ def test_config_file_gives_defaults_and_flags_win(tmp_path):
     f.write_text(yaml.safe_dump({"sample_per_prompt": 3}))
     with pytest.raises(SystemExit, match=r"unknown keys \['sample_per_prompt'\]"):
         build_parser(argv).parse_args(argv)
+    # a nested config (extract's spec) is a nested mapping in the file, checked key by key like the suite files
+    f.write_text(yaml.safe_dump({"texts": "t.txt", "out": "o.safetensors", "spec": {"layer": 3, "pooling": "last"}}))
+    argv = ["extract", "--config-file", str(f)]
+    cfg = build_parser(argv).parse_args(argv).cfg
+    assert (cfg.texts, cfg.spec.layer, cfg.spec.pooling, cfg.spec.batch_size) == ("t.txt", 3, "last", 8)
+    f.write_text(yaml.safe_dump({"texts": "t.txt", "out": "o", "spec": {"layers": 3}}))
+    with pytest.raises(SystemExit, match=r"spec: unknown keys \['layers'\]"):
+        build_parser(argv).parse_args(argv)
 
 
 def test_evals_module_and_subcommand_are_the_same_command(capsys):

@@ -135,6 +135,6 @@ def checkpoint_shape(source: str | Path) -> CheckpointShape | None:
         logger.debug("No config.json for %s without loading (%s: %s); the layer and width are checked after loading",
                      where, type(e).__name__, e)
         return None
-    cfg = json.loads(path.read_text())
+    cfg = read_config(path.parent)
     check_causal_lm(cfg, path.parent)
     return _shape_of(cfg, f"{where} config.json")

@@ -9,9 +9,11 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from gemma4_saelens_ext.options import config_from_dict
 
 logger = logging.getLogger("gemma4_saelens_ext")
 
@@ -88,15 +90,12 @@ def _config_defaults(cls: type, argv: Sequence[str]) -> Any:
     if not p.is_file():
         raise SystemExit(f"--config-file {path}: no such file")
     data = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(data, dict):
-        raise SystemExit(f"--config-file {path}: expected a mapping of option names to values")
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise SystemExit(f"--config-file {path}: unknown keys {unknown}; valid keys: {sorted(names)}")
+    if isinstance(data, dict):
+        data = {str(k).replace("-", "_"): v for k, v in data.items()}
     try:
-        return cls(**data)
+        return config_from_dict(cls, data, f"--config-file {path}")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     except TypeError as e:  # a required option missing from the file
         raise SystemExit(f"--config-file {path}: {e}; give it in the file") from None
 

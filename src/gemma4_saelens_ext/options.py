@@ -9,13 +9,14 @@ space- or comma-separated values (``--families werewolf,slug_snail`` or ``--fami
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
 from simple_parsing.helpers import choice, flag
 from simple_parsing.helpers import field as sfield
 
-__all__ = ["precision_field", "layer_field", "layer_value", "switch", "split_csv", "positional"]
+__all__ = ["precision_field", "layer_field", "layer_value", "switch", "split_csv", "positional", "config_from_dict"]
 
 
 def layer_value(value: Any) -> int | str | None:
@@ -52,3 +53,21 @@ def split_csv(values: Iterable[str] | str | None) -> list[str]:
     if isinstance(values, str):
         values = [values]
     return [part.strip() for v in values for part in str(v).split(",") if part.strip()]
+
+
+def config_from_dict(cls: type, data: Any, where: str) -> Any:
+    """A config dataclass from a mapping (a YAML file's content), nested config dataclasses included; an unknown key
+    is a ValueError that names ``where`` and the valid keys. ``None`` gives the defaults."""
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; valid keys: {sorted(fields)}")
+    kw = {}
+    for k, v in data.items():
+        sub = fields[k].default_factory
+        kw[k] = config_from_dict(sub, v, f"{where}.{k}") if dataclasses.is_dataclass(sub) else v
+    return cls(**kw)

@@ -4,13 +4,14 @@ its training config), so a mistake fails in seconds."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from gemma4_saelens_ext.options import config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -258,26 +259,6 @@ class SuiteConfig:
     """The YAML file the suite was read from (set by :func:`load_suite`)."""
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; valid keys: {sorted(names)}")
-    kw = {}
-    for k, v in data.items():
-        sub = _SUBSPECS.get(names[k].type if isinstance(names[k].type, str) else "")
-        kw[k] = _build(sub, v, f"{where}.{k}") if sub is not None else v
-    return cls(**kw)
-
-
-_SUBSPECS: dict[str, type] = {c.__name__: c for c in (
-    ModelSpec, DatasetSpec, StatsSpec, ReconstructionSpec, DValuesSpec, ControlSpec, ProbesSpec, SteeringSpec,
-    StabilitySpec, TopLatentsSpec, PortabilitySpec)}
-
 #: the keys of ``suite.sae``
 SAE_KEYS = ("path", "release", "sae_id", "train", "overrides")
 #: training settings the suite sets itself for an in-suite SAE (from its model section, train split and output)
@@ -343,7 +324,7 @@ def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> S
     for req in ("name", "sae"):
         if req not in data:
             raise ValueError(f"suite {src or '<dict>'}: missing required key {req!r}")
-    cfg: SuiteConfig = _build(SuiteConfig, data, "suite")
+    cfg: SuiteConfig = config_from_dict(SuiteConfig, data, "suite")
     cfg.source_file = src
     if cfg.pooling not in ("last", "mean", "max"):
         raise ValueError(f"suite.pooling must be last, mean or max, got {cfg.pooling!r}")

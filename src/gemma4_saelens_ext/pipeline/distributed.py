@@ -36,13 +36,13 @@ from typing import Any, Optional, Union
 
 import torch
 from safetensors import safe_open
-from simple_parsing.helpers import choice
 from safetensors.torch import save_file
+from simple_parsing.helpers import choice
 
 from gemma4_saelens_ext.batching import length_sorted_batches
 from gemma4_saelens_ext.dist import barrier as _barrier
 from gemma4_saelens_ext.dist import init_distributed as _init_dist
-from gemma4_saelens_ext.options import layer_field, switch, precision_field
+from gemma4_saelens_ext.options import layer_field, precision_field, switch
 
 logger = logging.getLogger(__name__)
 
