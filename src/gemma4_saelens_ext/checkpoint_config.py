@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gemma4_saelens_ext.embedded import EMBEDDED_MODELS, built_embedded_path, embedded_model_path, embedded_shape, is_embedded
+from gemma4_saelens_ext.embedded import (
+    EMBEDDED_MODELS,
+    built_embedded_path,
+    embedded_model_path,
+    embedded_shape,
+    is_embedded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +127,8 @@ def checkpoint_shape(source: str | Path) -> CheckpointShape | None:
             cfg_path = built / "config.json"
             return _shape_of(read_config(built), str(cfg_path))
         n_layers, d_model = embedded_shape(str(where))
-        logger.info("%s is not built yet; checking against its known shape (%d layers, hidden %d)", where, n_layers, d_model)
+        logger.info("%s is not built yet; checking against its known shape (%d layers, hidden %d)",
+                    where, n_layers, d_model)
         return CheckpointShape(n_layers, d_model, f"known shape of embedded {where}")
     if kind == "folder":
         cfg = read_config(Path(where))

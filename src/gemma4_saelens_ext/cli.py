@@ -113,8 +113,8 @@ def _add(sub: Any, cmd: Command, argv: Sequence[str], path: tuple[str, ...] = ()
             _add(inner, c, argv, (*path, cmd.name))
         return
     if cmd.config is not None and is_dataclass(cmd.config):
-        words = [a for a in argv if not a.startswith("-")]
-        chosen = words[: len(path)] == list(path) and len(words) > len(path) and words[len(path)] in (cmd.name, *cmd.aliases)
+        head = [a for a in argv if not a.startswith("-")][: len(path) + 1]  # the command words typed
+        chosen = any(head == [*path, name] for name in (cmd.name, *cmd.aliases))
         p.add_argument("--config-file", metavar="FILE.yaml", help="read these options from a YAML file (flags win)")
         p.add_arguments(cmd.config, dest="cfg", default=_config_defaults(cmd.config, argv) if chosen else None)
     p.set_defaults(func=cmd.run)

@@ -106,7 +106,8 @@ def check_checkpoint(
 
     The early check of the training, eval and demo commands (the same mistakes are caught again after the load).
     Raises ValueError naming ``layer_field`` / ``d_in_field`` and the fix (``layer_fix`` / ``d_in_fix``; default:
-    set the field to a layer in range / to the hidden size). Returns the shape read, or None when no config can be read without loading (logged).
+    set the field to a layer in range / to the hidden size). Returns the shape read, or None when no config can be
+    read without loading (logged).
     """
     shape = checkpoint_shape(source)
     if shape is None:

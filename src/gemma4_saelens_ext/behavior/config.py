@@ -76,7 +76,8 @@ class BuildConfig:
     """show progress bars"""
 
     def __post_init__(self) -> None:
-        self.scenarios, self.families, self.judges = (split_csv(v) for v in (self.scenarios, self.families, self.judges))
+        self.scenarios, self.families = split_csv(self.scenarios), split_csv(self.families)
+        self.judges = split_csv(self.judges)
         check_prompt_limit(self.max_prompts_per_family)
         if self.resume and self.overwrite:
             raise ValueError("build-dataset: give --resume or --overwrite, not both.")

@@ -149,8 +149,9 @@ def generate_completions(
 
     Requests are grouped by prompt length (``batching.length_sorted_batches``, ties broken by prompt id and sample
     index) so batches carry little padding; completions come back in that batch order, so match them to requests
-    by ``key``. Each row is seeded by its own ``seed``, so a completion does not depend on the batching. ``on_batch`` is called after every
-    batch (the builder appends to its JSONL checkpoint there), so an interrupted run loses at most one batch.
+    by ``key``. Each row is seeded by its own ``seed``, so a completion does not depend on the batching.
+    ``on_batch`` is called after every batch (the builder appends to its JSONL checkpoint there), so an interrupted
+    run loses at most one batch.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")

@@ -162,7 +162,8 @@ def check_before_loading(cfg: Any) -> None:
     if cfg.model.layer is not None:
         check_checkpoint(source, layer=cfg.model.layer, layer_field="model.layer")
     elif hook:
-        check_checkpoint(source, layer=hook, layer_field=f"SAE {main[0]} hook_name (model.layer is unset)", layer_fix=fix)
+        check_checkpoint(source, layer=hook, layer_field=f"SAE {main[0]} hook_name (model.layer is unset)",
+                         layer_fix=fix)
     for what, spec in [("sae", cfg.sae), *((f"other_saes.{k}", v) for k, v in cfg.other_saes.items())]:
         saved = _saved_cfg(spec)
         if saved and saved[1].get("d_in") is not None:

@@ -287,7 +287,8 @@ _DONE_MARKERS = {
 }  # fmt: skip
 #: the DemoConfig fields each stage's output depends on (besides the stages before it)
 _STAGE_SETTINGS = {
-    "dataset": ("model", "precision", "samples_per_prompt", "max_prompts_per_family", "max_new_tokens", "families", "seed", "quick"),
+    "dataset": ("model", "precision", "samples_per_prompt", "max_prompts_per_family", "max_new_tokens", "families",
+                "seed", "quick"),
     "train": ("layer", "config", "training_tokens", "train_overrides"),
     "eval": ("suite",),
     "export": (),
