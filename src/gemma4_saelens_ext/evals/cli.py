@@ -61,7 +61,7 @@ class ValidateConfig:
 def _run(cfg: EvalRunConfig) -> int:
     from gemma4_saelens_ext.evals.suite import run_suite
 
-    out = run_suite(cfg.load(), output_dir=cfg.out)
+    out = run_suite(cfg.load())  # --out is already the suite's output_dir
     print(f"report: {out / 'report.md'}")
     return 0
 
