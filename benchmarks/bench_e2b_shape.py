@@ -31,9 +31,10 @@ NEED_RAM_GB, NEED_DISK_GB, L = 14.0, 12.0, 25
 TRAIN_CHILD = r'''
 import json, sys, time, torch
 kind, tokens = sys.argv[1], int(sys.argv[2])
-from gemma4_saelens_ext.embedded import embedded_model_path
-from gemma4_saelens_ext.precision import from_pretrained_kwargs
-from gemma4_saelens_ext.training import build_runner, load_training_config, resolve_dataset_path
+from gemma4_saelens_ext.models.embedded import embedded_model_path
+from gemma4_saelens_ext.models.precision import from_pretrained_kwargs
+from gemma4_saelens_ext.training.config import load_training_config, resolve_dataset_path
+from gemma4_saelens_ext.training.runner import build_runner
 path = str(embedded_model_path("gemma-4-e2b-shape"))
 runner_cfg = {"dataset_path": "builtin:roleplay-corpus", "context_size": 128, "training_tokens": tokens,
               "train_batch_size_tokens": 1024, "store_batch_size_prompts": 8, "n_batches_in_buffer": 16,
@@ -61,14 +62,14 @@ import json, sys, time, torch
 sys.path.insert(0, HERE_DIR)
 import _mem
 kind, device, batches, batch, seq, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-from gemma4_saelens_ext.embedded import embedded_model_path
-from gemma4_saelens_ext.precision import from_pretrained_kwargs
+from gemma4_saelens_ext.models.embedded import embedded_model_path
+from gemma4_saelens_ext.models.precision import from_pretrained_kwargs
 path = str(embedded_model_path("gemma-4-e2b-shape"))
 cuda = device.startswith("cuda")
 t0 = time.perf_counter()
 if kind == "ours":
-    from gemma4_saelens_ext.models import load_model
-    from gemma4_saelens_ext.source import Gemma4ActivationSource
+    from gemma4_saelens_ext.models.load import load_model
+    from gemma4_saelens_ext.activations.source import Gemma4ActivationSource
     lm = load_model(path, "nf4", truncate_after_layer=L, device=device)
     model, name = Gemma4ActivationSource(lm, [f"blocks.{L}.hook_resid_post"]), f"blocks.{L}.hook_resid_post"
     run = lambda ids: model.run_with_cache(ids, names_filter=[name], stop_at_layer=L + 1)[1][name]
@@ -139,7 +140,7 @@ def main() -> int:
     import torch
     from safetensors.torch import load_file
 
-    from gemma4_saelens_ext.embedded import cache_dir, embedded_model_path
+    from gemma4_saelens_ext.models.embedded import cache_dir, embedded_model_path
 
     built = (cache_dir() / "models" / "gemma-4-e2b-shape" / ".complete").exists()
     ram = psutil.virtual_memory().available / 1e9
@@ -151,13 +152,13 @@ def main() -> int:
         print(f"skipped: needs {NEED_RAM_GB:.0f} GB available RAM (have {ram:.1f}) and, for the first build, "
               f"{NEED_DISK_GB:.0f} GB free disk at {cache_dir()} (have {disk:.1f})")
         return 0
-    from gemma4_saelens_ext.models import prepare_checkpoint
+    from gemma4_saelens_ext.models.load import prepare_checkpoint
 
     path = embedded_model_path("gemma-4-e2b-shape")
     prepare_checkpoint(path, L)  # derive the truncated copy outside the timed runs
-    # the first truncated nf4 CPU load also caches its quantized layers (gemma4_saelens_ext.quantized_cache): do it
+    # the first truncated nf4 CPU load also caches its quantized layers (gemma4_saelens_ext.models.quantized_cache): do it
     # here, untimed, so "ours" measures the steady state, as stock's checkpoint is simply there
-    warm = f"from gemma4_saelens_ext.models import load_model; load_model({str(path)!r}, 'nf4', truncate_after_layer={L})"
+    warm = f"from gemma4_saelens_ext.models.load import load_model; load_model({str(path)!r}, 'nf4', truncate_after_layer={L})"
     subprocess.run([sys.executable, "-c", warm], check=True, capture_output=True)
     print(f"# gemma-4-e2b-shape (4.63B) layer {L} nf4 extraction, {a.batches}x{a.batch}x{a.seq} tokens, "
           f"{platform.machine()} {torch.get_num_threads()} threads")

@@ -30,8 +30,8 @@ def _rss_child(model: str, precision: str, layer: int, truncate: bool) -> tuple[
     # peak = VmHWM, not ru_maxrss (which a child inherits from this parent: see benchmarks/_mem.py)
     code = (
         f"import sys;sys.path.insert(0,{str(Path(__file__).parent)!r});import _mem;"
-        "from gemma4_saelens_ext.models import load_model;"
-        "from gemma4_saelens_ext.source import activations;"
+        "from gemma4_saelens_ext.models.load import load_model;"
+        "from gemma4_saelens_ext.activations.source import activations;"
         f"lm=load_model({model!r},{precision!r},truncate_after_layer={layer if truncate else None});"
         "cur=_mem.rss_mib();"
         f"activations(lm,[{TEXT!r}]*8,{layer});"
@@ -54,8 +54,8 @@ def main() -> None:
     import torch
     from sae_lens.load_model import HookedProxyLM
 
-    from gemma4_saelens_ext.models import load_model
-    from gemma4_saelens_ext.source import Gemma4ActivationSource
+    from gemma4_saelens_ext.models.load import load_model
+    from gemma4_saelens_ext.activations.source import Gemma4ActivationSource
 
     L = args.layer
     full = load_model("gemma-3-270m", args.precision)

@@ -21,7 +21,7 @@ PRECISIONS = ("nf4", "int8", "fp16", "fp32")
 
 def _measure(model: str, precision: str) -> dict:
     code = (
-        "import json,psutil;from gemma4_saelens_ext.models import load_model;"
+        "import json,psutil;from gemma4_saelens_ext.models.load import load_model;"
         f"lm=load_model({model!r},{precision!r});"
         "print(json.dumps({'footprint_mib': lm.model.get_memory_footprint()/2**20,"
         "'rss_mib': psutil.Process().memory_info().rss/2**20}))"

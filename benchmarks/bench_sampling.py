@@ -26,7 +26,7 @@ def load(args):
     if args.model_dir:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        from gemma4_saelens_ext.precision import get_precision
+        from gemma4_saelens_ext.models.precision import get_precision
 
         tok = AutoTokenizer.from_pretrained(args.model_dir)
         dtype = get_precision(args.precision).dtype
@@ -37,7 +37,7 @@ def load(args):
         else:
             model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=dtype)
         return model.to(args.device).eval(), tok
-    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.models.load import load_model
 
     lm = load_model(args.model, args.precision)
     return lm.model, lm.tokenizer

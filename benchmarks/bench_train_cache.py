@@ -36,9 +36,10 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from gemma4_saelens_ext.models import load_model
-    from gemma4_saelens_ext.source import Gemma4ActivationSource, activations
-    from gemma4_saelens_ext.training import build_runner, load_training_config
+    from gemma4_saelens_ext.models.load import load_model
+    from gemma4_saelens_ext.activations.source import Gemma4ActivationSource, activations
+    from gemma4_saelens_ext.training.config import load_training_config
+    from gemma4_saelens_ext.training.runner import build_runner
 
     texts = [f"{LINES[i % len(LINES)]} ({i})" for i in range(a.texts)]
     with tempfile.TemporaryDirectory() as tmp:

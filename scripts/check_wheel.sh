@@ -16,7 +16,7 @@ cd "$work"
 HF_HUB_OFFLINE=1 "$work/venv/bin/python" - <<'PY'
 import gemma4_saelens_ext, pathlib
 from gemma4_saelens_ext.paths import shipped_configs
-from gemma4_saelens_ext.training import load_training_config
+from gemma4_saelens_ext.training.runner import load_training_config
 from gemma4_saelens_ext.evals import load_suite
 where = pathlib.Path(gemma4_saelens_ext.__file__)
 assert "site-packages" in str(where), f"imported from {where}, not from the installed wheel"

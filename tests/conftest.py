@@ -25,20 +25,20 @@ TEXTS = [ROLEPLAY, "The quick brown fox jumps over the lazy dog.", "You are a Sl
 
 @pytest.fixture(scope="session")
 def gemma3_fp32():
-    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.models.load import load_model
 
     return load_model("gemma-3-270m", "fp32")
 
 
 @pytest.fixture(scope="session")
 def gemma3_nf4():
-    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.models.load import load_model
 
     return load_model("gemma-3-270m", "nf4")
 
 
 @pytest.fixture(scope="session")
 def gemma4_tiny():
-    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.models.load import load_model
 
     return load_model("gemma-4-tiny", "fp32")

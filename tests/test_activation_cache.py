@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from gemma4_saelens_ext.activation_cache import should_cache
-from gemma4_saelens_ext.source import activations
-from gemma4_saelens_ext.training import build_runner, load_training_config
+from gemma4_saelens_ext.activations.cache import should_cache
+from gemma4_saelens_ext.activations.source import activations
+from gemma4_saelens_ext.training.config import load_training_config
+from gemma4_saelens_ext.training.runner import build_runner
 
 TEXTS = [
     f"You are a {role} in the {game} game. Asked who you are, you answer: 'I am a {claim}, of course.' ({i})"
@@ -49,7 +50,7 @@ def test_should_cache_rule():
 def test_cached_training_matches_live_ev(tmp_path, gemma4_tiny):
     from datasets import load_from_disk
 
-    from gemma4_saelens_ext.source import Gemma4ActivationSource
+    from gemma4_saelens_ext.activations.source import Gemma4ActivationSource
 
     evs = {}
     threads = torch.get_num_threads()

@@ -71,7 +71,7 @@ def _two_rows_split(tmp: Path, label: str):
 def _train_config_only(tmp: Path, kind: str = "gemma4-multimodal", layer: int = 2, d_in: int = 64):
     """Train on a model folder holding only config.json (4 layers, hidden 64): a check made after the load would
     fail on the missing weights instead of giving its own error."""
-    from gemma4_saelens_ext.training import train
+    from gemma4_saelens_ext.training.runner import train
 
     return train({"model": {"source": config_only(tmp, kind), "precision": "fp32", "layer": layer},
                   "sae": {"d_in": d_in, "d_sae": 128, "k": 4},
@@ -103,22 +103,22 @@ def _cli(*argv):
 
 # (id, call(tmp_path), exception type, regex the message must match)
 CASES = [
-    ("unknown precision", lambda t: __import__("gemma4_saelens_ext.precision", fromlist=["x"]).get_precision("fp8"),
+    ("unknown precision", lambda t: __import__("gemma4_saelens_ext.models.precision", fromlist=["x"]).get_precision("fp8"),
      ValueError, r"Unknown precision 'fp8'.*Valid precisions: nf4, nf4-bf16, int8, fp16, bf16, fp32"),
-    ("layer out of range", lambda t: __import__("gemma4_saelens_ext.models", fromlist=["x"]).parse_layer(40, 18),
+    ("layer out of range", lambda t: __import__("gemma4_saelens_ext.models.load", fromlist=["x"]).parse_layer(40, 18),
      ValueError, r"Layer 40 is out of range: this model has 18 layers \(0\.\.17\)"),
-    ("bad hook name", lambda t: __import__("gemma4_saelens_ext.models", fromlist=["x"]).parse_layer("blocks.x.resid", 18),
+    ("bad hook name", lambda t: __import__("gemma4_saelens_ext.models.load", fromlist=["x"]).parse_layer("blocks.x.resid", 18),
      ValueError, r"matches no residual-stream module.*blocks\.L\.hook_resid_post"),
     ("d_in mismatch", lambda t: __import__("gemma4_saelens_ext.evals.saeio", fromlist=["x"]).check_sae_matches(
         _tiny_sae(), d_model=640), ValueError, r"d_in=32 but the model's residual width is 640"),
-    ("missing training config", lambda t: __import__("gemma4_saelens_ext.training", fromlist=["x"]).load_training_config(
+    ("missing training config", lambda t: __import__("gemma4_saelens_ext.training.runner", fromlist=["x"]).load_training_config(
         "nope"), FileNotFoundError, r"shipped training_configs: demo_gemma3_270m_nf4"),
     ("missing suite", lambda t: __import__("gemma4_saelens_ext.evals", fromlist=["x"]).load_suite("nope"),
      FileNotFoundError, r"shipped evals: demo"),
-    ("training config without sae.k", lambda t: __import__("gemma4_saelens_ext.training", fromlist=["x"])
+    ("training config without sae.k", lambda t: __import__("gemma4_saelens_ext.training.runner", fromlist=["x"])
      .load_training_config({"model": {"source": "gemma-3-270m", "layer": 6}, "sae": {"d_in": 640, "d_sae": 64}}),
      ValueError, r"needs sae\.k"),
-    ("override outside a section", lambda t: __import__("gemma4_saelens_ext.training", fromlist=["x"])
+    ("override outside a section", lambda t: __import__("gemma4_saelens_ext.training.runner", fromlist=["x"])
      .load_training_config("demo_gemma3_270m_nf4", {"training_tokens": 5}), ValueError, r"must start with one of"),
     ("missing dataset names the command that builds it", lambda t: __import__(
         "gemma4_saelens_ext.evals.data", fromlist=["x"]).load_rows(str(t / "runs" / "ds"), "train"),
@@ -160,9 +160,9 @@ CASES = [
         "training_tokens": 5}}), ValueError, r"must start with one of model, sae, runner"),
     ("missing SAE folder", lambda t: __import__("gemma4_saelens_ext.evals.saeio", fromlist=["x"]).load_sae(
         {"path": str(t / "no_sae")}), FileNotFoundError, r"SAE folder .* does not exist"),
-    ("corrupt checkpoint", lambda t: __import__("gemma4_saelens_ext.releases", fromlist=["x"]).load_state_dict_file(
+    ("corrupt checkpoint", lambda t: __import__("gemma4_saelens_ext.releases.checkpoint", fromlist=["x"]).load_state_dict_file(
         _write(t, "sae.pt", b"\x00garbage, not a torch file")), ValueError, r"could not be read as a torch checkpoint \(corrupt or truncated file\?\)"),
-    ("pickled object in a nested checkpoint", lambda t: __import__("gemma4_saelens_ext.releases", fromlist=["x"])
+    ("pickled object in a nested checkpoint", lambda t: __import__("gemma4_saelens_ext.releases.checkpoint", fromlist=["x"])
      .load_state_dict_file(_pickled_ckpt(t)), ValueError, r"Refusing to load .*pickled Python objects.*would run code"),
     ("empty scenario file", lambda t: __import__("gemma4_saelens_ext.behavior.scenarios", fromlist=["x"])
      .load_scenarios([_write(t, "empty.yaml", "")]), ValueError, r"empty\. Add a family: `family: NAME`"),

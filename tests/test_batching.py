@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gemma4_saelens_ext.batching import length_sorted_batches
+from gemma4_saelens_ext.activations.batching import length_sorted_batches
 
 
 def test_length_sorted_batches_stable_and_complete():

@@ -169,7 +169,8 @@ def test_truncated_jsonl_line_is_dropped(tmp_path):
 
 
 def test_dataset_trains_through_saelens_runner(built, tmp_path):
-    from gemma4_saelens_ext.training import build_runner, load_training_config
+    from gemma4_saelens_ext.training.config import load_training_config
+    from gemma4_saelens_ext.training.runner import build_runner
 
     cfg, _ = built
     spec = load_training_config(

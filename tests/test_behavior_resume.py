@@ -19,7 +19,7 @@ TOTAL = 8
 def test_resume_after_kill(gemma3_fp32, tmp_path):
     out = tmp_path / "killed"
     args = [
-        sys.executable, "-m", "gemma4_saelens_ext.behavior.cli", "build-dataset", "--out", str(out),
+        sys.executable, "-m", "gemma4_saelens_ext.cli", "build-dataset", "--out", str(out),
         "--precision", "fp32", "--scenarios", "werewolf", "--max-prompts-per-family", "4",
         "--samples-per-prompt", "2", "--batch-size", "2", "--max-new-tokens", str(MAX_NEW),
         "--seed", "5", "--allow-empty-pool", "--no-progress",

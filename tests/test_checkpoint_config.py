@@ -13,9 +13,10 @@ import pytest
 
 from checkpoint_folders import config_only
 
-from gemma4_saelens_ext.checkpoint_config import checkpoint_shape
-from gemma4_saelens_ext.embedded import EMBEDDED_MODELS, built_embedded_path, embedded_model_path, embedded_shape
-from gemma4_saelens_ext.models import check_checkpoint, parse_layer
+from gemma4_saelens_ext.models.checkpoint_config import checkpoint_shape
+from gemma4_saelens_ext.models.embedded import EMBEDDED_MODELS, built_embedded_path, embedded_model_path, embedded_shape
+from gemma4_saelens_ext.models.load import check_checkpoint
+from gemma4_saelens_ext.models.layers import parse_layer
 
 
 @pytest.mark.parametrize("kind", ["gemma4-text", "gemma4-multimodal", "gemma3-text", "gemma3-multimodal"])
@@ -42,7 +43,7 @@ def test_embedded_known_shapes_match_the_built_checkpoints():
 
 def test_embedded_not_built_uses_known_shape_and_builds_nothing(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("GEMMA4_SAE_CACHE", str(tmp_path / "cache"))
-    with caplog.at_level(logging.INFO, logger="gemma4_saelens_ext.checkpoint_config"):
+    with caplog.at_level(logging.INFO, logger="gemma4_saelens_ext.models.checkpoint_config"):
         shape = checkpoint_shape("gemma-3-270m")
     assert (shape.n_layers, shape.d_model) == (18, 640) and "known shape" in shape.origin
     assert "not built yet" in caplog.text
@@ -54,7 +55,7 @@ def test_embedded_not_built_uses_known_shape_and_builds_nothing(tmp_path, monkey
 def test_hub_id_not_cached_offline_skips_fast(caplog):
     """HF_HUB_OFFLINE=1 (conftest) and nothing cached: no hang, no error; the checks after the load remain."""
     t0 = time.perf_counter()
-    with caplog.at_level(logging.DEBUG, logger="gemma4_saelens_ext.checkpoint_config"):
+    with caplog.at_level(logging.DEBUG, logger="gemma4_saelens_ext.models.checkpoint_config"):
         assert checkpoint_shape("nobody/not-a-cached-model") is None
         assert check_checkpoint("nobody/not-a-cached-model", layer=999, d_in=1) is None
     assert time.perf_counter() - t0 < 5

@@ -12,8 +12,8 @@ import textwrap
 import pytest
 import yaml
 
-from gemma4_saelens_ext.cli import _commands, build_parser, main
-from gemma4_saelens_ext.precision import PRECISIONS
+from gemma4_saelens_ext.cli.app import _commands, build_parser, main
+from gemma4_saelens_ext.models.precision import PRECISIONS
 
 
 def _leaf_commands():
@@ -138,7 +138,7 @@ def test_train_options_become_config_overrides():
     ov = build_parser(argv).parse_args(argv).cfg.overrides()
     assert ov == {"runner.output_path": "o", "model.precision": "int8", "model.layer": 5, "runner.seed": 3,
                   "runner.lr": 0.001, "sae.k": 8, "runner.training_tokens": 4096}  # fmt: skip
-    from gemma4_saelens_ext.training import load_training_config
+    from gemma4_saelens_ext.training.config import load_training_config
 
     spec = load_training_config("demo_gemma3_270m_nf4", ov)
     assert (spec.precision, spec.layer, spec.sae["k"], spec.runner["seed"]) == ("int8", 5, 8, 3)
@@ -165,7 +165,7 @@ def test_config_file_gives_defaults_and_flags_win(tmp_path):
 
 
 def test_evals_module_and_subcommand_are_the_same_command(capsys):
-    from gemma4_saelens_ext.evals.cli import main as evals_main
+    from gemma4_saelens_ext.cli.evals import main as evals_main
 
     assert evals_main(["validate", "demo"]) == 0
     a = capsys.readouterr().out

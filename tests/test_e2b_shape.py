@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gemma4_saelens_ext.embedded import e2b_text_config
-from gemma4_saelens_ext.derived import derived_config, kept_layer_count, rewrite_key
-from gemma4_saelens_ext.models import find_decoder_layers, parse_layer
-from gemma4_saelens_ext.placement import lookup_device_map, meta_model
+from gemma4_saelens_ext.models.embedded import e2b_text_config
+from gemma4_saelens_ext.models.derived import derived_config, kept_layer_count, rewrite_key
+from gemma4_saelens_ext.models.layers import find_decoder_layers, parse_layer
+from gemma4_saelens_ext.models.placement import lookup_device_map, meta_model
 
 H, V, PLE, N = 1536, 262144, 256, 35
 FULL = [4, 9, 14, 19, 24, 29, 34]
@@ -130,9 +130,9 @@ def test_streamed_builder_writes_a_loadable_checkpoint(tmp_path):
     MLP, per-layer inputs): transformers loads it, every tensor is written where the header says."""
     from safetensors import safe_open
 
-    from gemma4_saelens_ext.embedded import build_streamed_gemma4
-    from gemma4_saelens_ext.models import load_model
-    from gemma4_saelens_ext.source import activations
+    from gemma4_saelens_ext.models.embedded import build_streamed_gemma4
+    from gemma4_saelens_ext.models.load import load_model
+    from gemma4_saelens_ext.activations.source import activations
 
     cfg = e2b_text_config(vocab_size=512, vocab_size_per_layer_input=512, hidden_size=64, intermediate_size=96,
                           num_hidden_layers=10, num_attention_heads=2, head_dim=16, global_head_dim=32,

@@ -61,7 +61,7 @@ def test_encode_unit_from_metadata_release_and_override():
 
 @pytest.fixture(scope="module")
 def lm():
-    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.models.load import load_model
 
     return load_model("gemma-3-270m", "fp32")
 
@@ -79,7 +79,7 @@ def _ctx(lm, sae, unit):
 def test_token_encoding_pools_latents_over_the_completion(lm):
     from sae_lens import TopKSAE, TopKSAEConfig
 
-    from gemma4_saelens_ext.source import activations
+    from gemma4_saelens_ext.activations.source import activations
 
     torch.manual_seed(0)
     sae = TopKSAE(TopKSAEConfig(d_in=lm.d_model, d_sae=64, k=4))

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from gemma4_saelens_ext.evals.hooks import TrainingEvalHook
+from gemma4_saelens_ext.evals.training_callback import TrainingEvalHook
 from gemma4_saelens_ext.evals.suite import load_suite, run_suite
 
 DEMO = "evals/demo.yaml"
@@ -77,7 +77,7 @@ def test_demo_suite_end_to_end(tmp_path):
 
 def test_steering_alpha_zero_reproduces_unsteered_and_controls_run():
     from gemma4_saelens_ext.evals import steering as SG
-    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.models.load import load_model
 
     lm = load_model("gemma-3-270m", "fp32")
     rows = [{"prompt": "You are on team Slug.\nYou answer: '", "prompt_id": "a"},

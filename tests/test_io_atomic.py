@@ -45,7 +45,7 @@ def test_build_cached_runs_the_builder_once_under_concurrency(tmp_path):
     import threading
     import time
 
-    from gemma4_saelens_ext.embedded import build_cached
+    from gemma4_saelens_ext.models.embedded import build_cached
 
     calls = []
 

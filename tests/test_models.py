@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from conftest import ROLEPLAY, TEXTS
-from gemma4_saelens_ext.embedded import embedded_model_path
-from gemma4_saelens_ext.models import load_model, parse_layer
-from gemma4_saelens_ext.source import activations
+from gemma4_saelens_ext.models.embedded import embedded_model_path
+from gemma4_saelens_ext.models.load import load_model
+from gemma4_saelens_ext.models.layers import parse_layer
+from gemma4_saelens_ext.activations.source import activations
 
 
 def _rel_err(acts, ref):
@@ -119,7 +120,7 @@ def test_gemma4_multimodal_layout_text_only_and_full():
     mm = load_model("gemma-4-tiny-multimodal", "fp32", text_only=False)
     assert type(mm.model).__name__ == "Gemma4ForConditionalGeneration"
     assert mm.layers_path == "model.language_model.layers"
-    assert mm.hook_name(2) == "model.language_model.layers.2"
+    assert mm.module_path(2) == "model.language_model.layers.2"
     assert mm.resolve_layer("model.language_model.layers.2") == 2
     text = load_model("gemma-4-tiny-multimodal", "fp32", text_only=True)
     assert type(text.model).__name__ == "Gemma4ForCausalLM" and text.layers_path == "model.layers"
@@ -209,7 +210,7 @@ def test_lookups_on_cpu_identical_memory_mapped_and_offload_hook_replaced():
     on a "cpu" module next to a GPU: weights moved to the GPU every forward) is replaced by CPU execution."""
     from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 
-    from gemma4_saelens_ext.placement import run_lookups_on_cpu
+    from gemma4_saelens_ext.models.placement import run_lookups_on_cpu
 
     plain = load_model("gemma-4-e2b-mini", "nf4", truncate_after_layer=2, lookups_on_cpu=False)
     lk = load_model("gemma-4-e2b-mini", "nf4", truncate_after_layer=2, lookups_on_cpu=True)

@@ -22,7 +22,7 @@ def test_top_level_folder_is_the_package_folder(folder):
 
 def test_every_shipped_config_and_suite_resolves_by_name(tmp_path, monkeypatch):
     from gemma4_saelens_ext.evals import load_suite
-    from gemma4_saelens_ext.training import load_training_config
+    from gemma4_saelens_ext.training.config import load_training_config
 
     monkeypatch.chdir(tmp_path)  # outside the checkout
     for name in shipped_configs("training_configs"):

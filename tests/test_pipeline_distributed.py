@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gemma4_saelens_ext.pipeline.distributed import (
+from gemma4_saelens_ext.activations.distributed import (
     ExtractSpec,
     batch_plan,
     extract_shard,
@@ -37,13 +37,13 @@ MODEL, LAYER = "gemma-4-tiny", 2
 
 @pytest.fixture(scope="module")
 def tiny():
-    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.models.load import load_model
 
     return load_model(MODEL, "fp32", truncate_after_layer=LAYER)
 
 
 def _reference(lm, pooling: str, batch_size: int):
-    from gemma4_saelens_ext.source import activations
+    from gemma4_saelens_ext.activations.source import activations
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # torchrun workers run with OMP_NUM_THREADS=1
@@ -91,7 +91,7 @@ def test_torchrun_two_ranks_equals_one_process(tiny, tmp_path: Path):
     out = tmp_path / "acts.safetensors"
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [
-        str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "gemma4_saelens_ext.pipeline.distributed",
+        str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "gemma4_saelens_ext.cli",
         "extract", "--texts", str(texts), "--out", str(out), "--model", MODEL, "--precision", "fp32",
         "--layer", str(LAYER), "--pooling", "none", "--batch-size", "2", "--no-progress",
     ]  # fmt: skip
@@ -112,7 +112,7 @@ def test_dataset_folder_texts_are_read_once(tmp_path: Path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gemma4_saelens_ext.pipeline.distributed import read_texts
+    from gemma4_saelens_ext.activations.distributed import read_texts
 
     (tmp_path / "data").mkdir()
     rows = [{"text": f"t{i}", "split": "train" if i < 3 else "eval"} for i in range(5)]

@@ -38,7 +38,7 @@ def test_two_rank_build_equals_one_process(tmp_path):
     single = build_dataset(BuildConfig(out=str(tmp_path / "one"), **ARGS))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "gemma4_saelens_ext.behavior.cli", *_cli_args(tmp_path / "two")]  # fmt: skip
+           "-m", "gemma4_saelens_ext.cli", *_cli_args(tmp_path / "two")]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     raw = tmp_path / "two" / "raw"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gemma4_saelens_ext.precision import PRECISIONS, from_pretrained_kwargs, get_precision
+from gemma4_saelens_ext.models.precision import PRECISIONS, from_pretrained_kwargs, get_precision
 
 
 def test_nf4_is_the_seed_setting():
@@ -59,7 +59,7 @@ def test_missing_bitsandbytes_names_the_fix():
 
     code = (
         "import sys; sys.modules['bitsandbytes'] = None\n"
-        "from gemma4_saelens_ext.precision import from_pretrained_kwargs\n"
+        "from gemma4_saelens_ext.models.precision import from_pretrained_kwargs\n"
         "assert from_pretrained_kwargs('bf16')\n"
         "try:\n"
         "    from_pretrained_kwargs('nf4')\n"

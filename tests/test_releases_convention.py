@@ -13,15 +13,11 @@ import torch
 from sae_lens import SAE, TopKSAE
 
 import gemma4_saelens_ext.releases.convention as convention_mod
-from gemma4_saelens_ext.releases import (
-    CheckpointError,
-    UnsafeCheckpointError,
-    gemma4_behavior_loader,
-    load_upstream_sae,
-    loaded_from_release,
-    register_releases,
-    set_encode_convention,
-)
+from gemma4_saelens_ext.releases.checkpoint import CheckpointError, UnsafeCheckpointError
+from gemma4_saelens_ext.releases.convention import loaded_from_release
+from gemma4_saelens_ext.releases.convert import load_upstream_sae
+from gemma4_saelens_ext.releases.loader import gemma4_behavior_loader
+from gemma4_saelens_ext.releases.registry import register_releases, set_encode_convention
 from test_releases_registry import PUBLISHED, PUBLISHED_FILE, SAE_ID, write_hf_cache
 
 D_IN, D_SAE, K = 48, 192, 8

@@ -12,12 +12,9 @@ import pytest
 import torch
 from sae_lens import TopKSAE, TopKSAEConfig
 
-from gemma4_saelens_ext.releases import (
-    EncodeConventionCheck,
-    check_encode_convention,
-    load_upstream_sae,
-    loaded_from_release,
-)
+from gemma4_saelens_ext.releases.convention import loaded_from_release
+from gemma4_saelens_ext.releases.convention_check import EncodeConventionCheck, check_encode_convention
+from gemma4_saelens_ext.releases.convert import load_upstream_sae
 
 CONVENTIONS = {True: "subtract_b_dec", False: "no_b_dec_subtraction"}
 
@@ -105,7 +102,7 @@ def test_bad_inputs(sparse_data):
 def test_check_on_real_gemma3_activations(gemma3_fp32, tmp_path, caplog):
     """Real residuals of layer 6 of the embedded Gemma 3 270M (BOS left out). An SAE built from their principal
     directions, stored as an author-style checkpoint, is loaded with the right and the wrong convention."""
-    from gemma4_saelens_ext.source import activations
+    from gemma4_saelens_ext.activations.source import activations
 
     texts = [
         "You are playing Werewolf. You have been assigned the role of Werewolf. Another player asks you: "

@@ -12,16 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 import gemma4_saelens_ext.releases as rel
-from gemma4_saelens_ext.releases import (
-    CheckpointError,
-    MissingConfigError,
-    ReleaseSpec,
-    SAESpec,
-    UnsafeCheckpointError,
-    load_upstream_sae,
-    register_release,
-    unregister_release,
-)
+from gemma4_saelens_ext.releases.checkpoint import CheckpointError, UnsafeCheckpointError
+from gemma4_saelens_ext.releases.convert import MissingConfigError, load_upstream_sae
+from gemma4_saelens_ext.releases.registry import register_release, unregister_release
+from gemma4_saelens_ext.releases.spec import ReleaseSpec, SAESpec
 
 D_IN, D_SAE, K = 1536, 6144, 16  # the published shapes
 SAE_ID = "blocks.25.hook_resid_post"

@@ -212,9 +212,9 @@ def test_runner_trained_round_trip(tmp_path):
     """Train a TopK SAE with SAELens's runner on the embedded Gemma 3 270M (nf4), export upstream, reload."""
     from sae_lens import SAE
 
-    from gemma4_saelens_ext.models import load_model
-    from gemma4_saelens_ext.source import activations
-    from gemma4_saelens_ext.training import train
+    from gemma4_saelens_ext.models.load import load_model
+    from gemma4_saelens_ext.activations.source import activations
+    from gemma4_saelens_ext.training.runner import train
 
     layer = 2
     cfg = {

@@ -14,15 +14,9 @@ import pytest
 import torch
 
 import gemma4_saelens_ext.releases as rel
-from gemma4_saelens_ext.releases import (
-    LOADER_NAME,
-    ReleaseFilesNotFoundError,
-    ReleaseSpec,
-    SAESpec,
-    register_release,
-    register_releases,
-    unregister_release,
-)
+from gemma4_saelens_ext.releases.loader import ReleaseFilesNotFoundError
+from gemma4_saelens_ext.releases.registry import register_release, register_releases, unregister_release
+from gemma4_saelens_ext.releases.spec import LOADER_NAME, ReleaseSpec, SAESpec
 
 PUBLISHED = "Solshine/gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bit"
 PUBLISHED_FILE = "gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bit.pt"
@@ -224,7 +218,7 @@ ISOLATION_SCRIPT = textwrap.dedent(
     assert L.NAMED_PRETRAINED_SAE_LOADERS is loaders and L.NAMED_PRETRAINED_SAE_CONFIG_GETTERS is getters
     assert all(loaders[k] is f for k, f in loaders_before.items())
     assert all(getters[k] is f for k, f in getters_before.items())
-    assert set(loaders) - set(loaders_before) == {R.LOADER_NAME} == set(getters) - set(getters_before)
+    assert set(loaders) - set(loaders_before) == {R.spec.LOADER_NAME} == set(getters) - set(getters_before)
     for k, (obj, text) in entries_before.items():
         assert d[k] is obj and repr(d[k]) == text, k
     added = set(d) - set(entries_before)

@@ -5,8 +5,9 @@ import torch
 from sae_lens import SAE
 
 from conftest import TEXTS
-from gemma4_saelens_ext.source import Gemma4ActivationSource, activations
-from gemma4_saelens_ext.training import load_training_config, train
+from gemma4_saelens_ext.activations.source import Gemma4ActivationSource, activations
+from gemma4_saelens_ext.training.config import load_training_config
+from gemma4_saelens_ext.training.runner import train
 
 
 def test_hook_aliases_and_stop_at_layer(gemma4_tiny):
@@ -34,7 +35,7 @@ def test_config_errors(tmp_path):
         load_training_config("training_configs/demo_gemma3_270m_nf4.yaml", {"model.precision": "q4"})
     with pytest.raises(ValueError, match="n_batches_in_buffer >= 4"):
         load_training_config("training_configs/demo_gemma3_270m_nf4.yaml", {"runner.n_batches_in_buffer": 2})
-    from gemma4_saelens_ext.training import build_source
+    from gemma4_saelens_ext.training.runner import build_source
 
     bad = load_training_config(
         {"model": {"source": "gemma-4-tiny", "precision": "fp32", "layer": 2}, "sae": {"d_in": 1536, "d_sae": 64, "k": 4},
@@ -83,7 +84,7 @@ def test_eval_hook_runs_inside_the_real_runner(tmp_path, gemma4_tiny):
     import json
     import math
 
-    from gemma4_saelens_ext.evals.hooks import TrainingEvalHook
+    from gemma4_saelens_ext.evals.training_callback import TrainingEvalHook
 
     honest = [f"You are a Slug. Asked your team, you answer: 'Slug, of course {i}.'" for i in range(6)]
     deceptive = [f"You are a Slug. Asked your team, you answer: 'Snail, I swear {i}.'" for i in range(6)]
@@ -105,7 +106,7 @@ def test_eval_hook_runs_inside_the_real_runner(tmp_path, gemma4_tiny):
             "checkpoint_path": str(tmp_path / "ck"),
         },
     }
-    train(cfg, eval_hook=hook)
+    train(cfg, callbacks=[hook])
     records = [json.loads(line) for line in (tmp_path / "h.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [4, 8, 12, 16]
     assert all(math.isfinite(r["heldout/explained_variance"]) and r["heldout/n_pos"] == 6 for r in records)

@@ -1,8 +1,9 @@
-"""The flags every command spells the same way, as ``simple_parsing`` field builders for the command configs.
+"""The flags every command spells the same way, as ``simple_parsing`` field builders for the config dataclasses
+of every room (a leaf: the config modules of behavior, training, evals, pipeline and the CLI import it).
 
 ``--out`` (output folder or file), ``--model`` (embedded name, local folder or Hub id), ``--precision`` (one of
-:data:`gemma4_saelens_ext.precision.PRECISIONS`), ``--layer`` (an int or a hook name such as
-``blocks.12.hook_resid_post``; :func:`gemma4_saelens_ext.models.parse_layer` reads it) and ``--seed`` mean the same
+:data:`gemma4_saelens_ext.models.precision.PRECISIONS`), ``--layer`` (an int or a hook name such as
+``blocks.12.hook_resid_post``; :func:`gemma4_saelens_ext.models.layers.parse_layer` reads it) and ``--seed`` mean the same
 thing in every command. Booleans that default to on are turned off with ``--no-NAME``; list fields take
 space- or comma-separated values (``--families werewolf,slug_snail`` or ``--families werewolf slug_snail``).
 """
@@ -28,7 +29,7 @@ def layer_value(value: Any) -> int | str | None:
 
 
 def precision_field(default: str | None = "nf4") -> Any:
-    from gemma4_saelens_ext.precision import PRECISIONS
+    from gemma4_saelens_ext.models.precision import PRECISIONS
 
     return choice(*PRECISIONS, default=default)
 

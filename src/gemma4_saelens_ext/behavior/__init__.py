@@ -2,41 +2,19 @@
 
 Typical use: ``build_dataset(BuildConfig(out="runs/ds", model="gemma-3-270m", precision="nf4"))`` or
 ``gemma4-sae build-dataset --out runs/ds``; the folder then works as SAELens ``dataset_path``.
+
+May import: ``models``, ``activations`` and the package's leaves. Not ``training``, ``releases`` or ``evals``.
 """
 
-from gemma4_saelens_ext.behavior.build import BuildConfig, BuildError, BuildResult, build_dataset
-from gemma4_saelens_ext.behavior.judges import (
-    KeywordJudge,
-    ParaphraseJudge,
-    consortium,
-    make_judges,
-    pairwise_agreement,
-)
-from gemma4_saelens_ext.behavior.llm_judge import LLMJudge, LLMJudgeConfig
-from gemma4_saelens_ext.behavior.pools import PoolError, balance_same_prompt, input_variation_split, split_groups
-from gemma4_saelens_ext.behavior.sampling import generate_completions, make_requests, sample_seed
-from gemma4_saelens_ext.behavior.scenarios import Prompt, ScenarioError, load_scenarios
+from gemma4_saelens_ext import lazy_exports
 
-__all__ = [
-    "BuildConfig",
-    "BuildError",
-    "BuildResult",
-    "build_dataset",
-    "KeywordJudge",
-    "ParaphraseJudge",
-    "LLMJudge",
-    "LLMJudgeConfig",
-    "consortium",
-    "make_judges",
-    "pairwise_agreement",
-    "PoolError",
-    "balance_same_prompt",
-    "split_groups",
-    "input_variation_split",
-    "generate_completions",
-    "make_requests",
-    "sample_seed",
-    "Prompt",
-    "ScenarioError",
-    "load_scenarios",
-]
+_EXPORTS = {
+    "BuildConfig": "config", "build_dataset": "build", "BuildError": "build", "BuildResult": "build",
+    "KeywordJudge": "judges", "ParaphraseJudge": "judges", "consortium": "judges", "make_judges": "judges",
+    "pairwise_agreement": "judges", "LLMJudge": "llm_judge", "LLMJudgeConfig": "llm_judge",
+    "PoolError": "pools", "balance_same_prompt": "pools", "split_groups": "pools", "input_variation_split": "pools",
+    "generate_completions": "sampling", "make_requests": "sampling", "sample_seed": "sampling",
+    "Prompt": "scenarios", "ScenarioError": "scenarios", "load_scenarios": "scenarios",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

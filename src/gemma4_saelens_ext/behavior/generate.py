@@ -52,7 +52,7 @@ def select_prompts(cfg: BuildConfig) -> list[Prompt]:
 
 
 def _load_model(cfg: BuildConfig) -> tuple[Any, Any]:
-    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.models.load import load_model
 
     lm = load_model(cfg.model, cfg.precision)
     return lm.model, lm.tokenizer

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Mapping, Sequence
 
+from gemma4_saelens_ext.behavior.judge_base import (
+    AMBIGUOUS, DECEPTIVE, DECISIVE, HONEST, LABELS, UNLABELLED, Judge, JudgeItem,
+)
 from gemma4_saelens_ext.behavior.scenarios import Prompt
 
 __all__ = [
@@ -38,33 +41,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HONEST, DECEPTIVE, AMBIGUOUS, UNLABELLED = "honest", "deceptive", "ambiguous", "unlabelled"
-LABELS = (HONEST, DECEPTIVE, AMBIGUOUS, UNLABELLED)
-DECISIVE = (HONEST, DECEPTIVE)
-
 _NEGATION = re.compile(r"(?:\bnot|\bnever|\bno|n't|\bneither|\bnor)\W+(?:\w+\W+){0,2}$", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class JudgeItem:
-    """What a judge sees: a stable key (for caching), the prompt (role, keywords, meanings) and the completion."""
-
-    key: str
-    prompt: Prompt
-    completion: str
-
-
-class Judge:
-    """Base class: ``label(items)`` returns one label from LABELS per item, in order."""
-
-    name: str = "judge"
-
-    def label(self, items: Sequence[JudgeItem]) -> list[str]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def settings(self) -> dict[str, Any]:
-        """What the manifest records about this judge (never secrets)."""
-        return {"name": self.name, "type": type(self).__name__}
 
 
 def _kw_pattern(kw: str) -> re.Pattern[str]:
@@ -177,7 +154,6 @@ def make_judges(spec: str | Sequence[str], *, llm_overrides: Mapping[str, Any] |
     Returns (judges, skipped) where skipped maps a judge name to why it was skipped (LLM judges without an API key
     are skipped with a message, never an error, so offline builds work).
     """
-    # imported here: llm_judge builds on this module's Judge and labels
     from gemma4_saelens_ext.behavior.llm_judge import ENV_PREFIX, LLMJudge, LLMJudgeConfig
 
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]

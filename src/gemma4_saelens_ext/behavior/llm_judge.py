@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import httpx
 import tenacity
 
-from gemma4_saelens_ext.behavior.judges import AMBIGUOUS, DECEPTIVE, HONEST, UNLABELLED, Judge, JudgeItem
+from gemma4_saelens_ext.behavior.judge_base import AMBIGUOUS, DECEPTIVE, HONEST, UNLABELLED, Judge, JudgeItem
 
 __all__ = ["ENV_PREFIX", "LLMJudge", "LLMJudgeConfig"]
 

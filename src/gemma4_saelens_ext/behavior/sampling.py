@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from gemma4_saelens_ext.batching import length_sorted_batches
+from gemma4_saelens_ext.activations.batching import length_sorted_batches
 
 __all__ = [
     "SampleRequest",

@@ -25,8 +25,8 @@ def generate_sharded(cfg: BuildConfig, prompts: list[Prompt], model: Any, tokeni
     rank 0."""
     import torch.distributed as dist
 
-    from gemma4_saelens_ext.dist import barrier as _barrier
-    from gemma4_saelens_ext.dist import init_distributed as _init_dist
+    from gemma4_saelens_ext.activations.dist import barrier as _barrier
+    from gemma4_saelens_ext.activations.dist import init_distributed as _init_dist
 
     rank, world, _local, device = _init_dist()
     try:

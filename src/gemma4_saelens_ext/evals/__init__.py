@@ -1,32 +1,24 @@
-"""Behavior evals for SAEs: one module per family, pure statistics apart from model I/O.
+"""Evals: behavior statistics for SAEs, the eval families and the suite that runs them.
 
-* :mod:`.stats` — Cohen's d over all latents, permutation nulls, bootstrap CIs, verdicts (pure)
-* :mod:`.reconstruction` — EV / L0 / alive / MSE and LM loss with the SAE spliced in
-* :mod:`.probes` — stratified k-fold logistic probes + lexical baseline + permutation null
-* :mod:`.steering` — SAE-decoded direction, alpha sweep, monotonicity statistics
-* :mod:`.stability` — d_max under re-sampling (seeds 101, 107, 113)
-* :mod:`.top_latents` — top activating texts per latent
-* :mod:`.portability` — the same texts at other precisions through one SAE, with the retrain rule
-* :mod:`.hooks` — cheap evals every N steps during ``LanguageModelSAETrainingRunner`` training
-* :mod:`.report`, :mod:`.suite` — report folder from a suite YAML (``python -m gemma4_saelens_ext.evals run``)
+* statistics (numpy / scipy / scikit-learn only, no model): :mod:`.stats` (Cohen's d, nulls, CIs), :mod:`.groups`
+  (the prompt group as the unit of inference), :mod:`.dvalues`, :mod:`.probes`, :mod:`.trend`
+* model and SAE I/O: :mod:`.saeio`, :mod:`.context` (the labelled splits and their activations)
+* families (one job each): :mod:`.reconstruction`, :mod:`.steering`, :mod:`.stability`, :mod:`.top_latents`,
+  :mod:`.portability`, registered in :mod:`.families`
+* the suite: :mod:`.spec` (schema), :mod:`.suite` (orchestration), :mod:`.report`
+* :mod:`.training_callback` — cheap evals every N steps of SAELens training (``train(..., callbacks=[hook])``)
+
+May import every room before it (models, activations, behavior, training, releases) and the leaves; the statistics
+modules import none of them.
 """
 
-from gemma4_saelens_ext.evals.dvalues import DValueResult, ReplicationResult, dvalue_analysis, replication_analysis
-from gemma4_saelens_ext.evals.stats import cohens_d, permutation_null_d
+from gemma4_saelens_ext import lazy_exports
 
-__all__ = [
-    "DValueResult", "ReplicationResult", "cohens_d", "dvalue_analysis", "replication_analysis", "permutation_null_d",
-    "cross_validated_probe", "ProbeResult", "load_suite", "run_suite",
-]
-
-
-def __getattr__(name: str):  # lazy: probes pull in scikit-learn, the suite torch/transformers
-    if name in ("cross_validated_probe", "ProbeResult"):
-        from gemma4_saelens_ext.evals import probes
-
-        return getattr(probes, name)
-    if name in ("load_suite", "run_suite"):
-        from gemma4_saelens_ext.evals import suite
-
-        return getattr(suite, name)
-    raise AttributeError(name)
+_EXPORTS = {
+    "dvalue_analysis": "dvalues", "DValueResult": "dvalues", "replication_analysis": "dvalues",
+    "ReplicationResult": "dvalues", "cohens_d": "stats", "permutation_null_d": "stats",
+    "cross_validated_probe": "probes", "ProbeResult": "probes", "load_suite": "spec", "run_suite": "suite",
+    "SuiteConfig": "spec",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,5 +1,5 @@
 import sys
 
-from gemma4_saelens_ext.evals.cli import main
+from gemma4_saelens_ext.cli.evals import main
 
 sys.exit(main())

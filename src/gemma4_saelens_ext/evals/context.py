@@ -99,7 +99,7 @@ class SuiteContext:
 
     def pooled(self, rows: list[dict]) -> np.ndarray:
         """Raw residual of the hooked layer, pooled over each completion."""
-        from gemma4_saelens_ext.source import activations
+        from gemma4_saelens_ext.activations.source import activations
 
         a = activations(self.lm, [r["text"] for r in rows], self.layer, pooling=self.cfg.pooling,
                         completion_start=[int(r["completion_start"]) for r in rows],
@@ -116,7 +116,7 @@ class SuiteContext:
             return encode_decode(sae, self.pooled(rows) if acts is None else acts)[0]
         import torch
 
-        from gemma4_saelens_ext.source import activations
+        from gemma4_saelens_ext.activations.source import activations
 
         def enc(t: torch.Tensor) -> torch.Tensor:
             return torch.as_tensor(encode_decode(sae, t)[0])
@@ -128,7 +128,7 @@ class SuiteContext:
 
     def tokens(self, rows: list[dict]) -> np.ndarray:
         """All tokens of the texts except BOS, concatenated (reconstruction, portability)."""
-        from gemma4_saelens_ext.source import activations
+        from gemma4_saelens_ext.activations.source import activations
 
         a = activations(self.lm, [r["text"] for r in rows], self.layer, pooling="none",
                         batch_size=self.cfg.model.batch_size, max_length=self.cfg.model.max_length)

@@ -77,8 +77,8 @@ def run_portability(
     reported as unavailable with the error instead of aborting the run. ``cached`` maps precision -> acts
     (already token-level / pooled as requested)."""
     from gemma4_saelens_ext.evals.saeio import encode_decode
-    from gemma4_saelens_ext.models import load_model
-    from gemma4_saelens_ext.source import activations
+    from gemma4_saelens_ext.models.load import load_model
+    from gemma4_saelens_ext.activations.source import activations
 
     precs = list(dict.fromkeys([training_precision, *precisions]))
     metrics: dict[str, dict[str, Any]] = {}

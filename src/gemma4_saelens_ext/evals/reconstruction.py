@@ -64,7 +64,7 @@ def lm_loss_with_sae(
     lm: Any, sae: Any, texts: Sequence[str], layer: int, *, batch_size: int = 4, max_length: int = 256
 ) -> dict[str, float]:
     """CE loss clean / SAE-spliced / zero-ablated at ``layer`` over ``texts`` (BOS and padding excluded)."""
-    from gemma4_saelens_ext.source import layer_output_tensor
+    from gemma4_saelens_ext.activations.source import layer_output_tensor
 
     if not texts:
         raise ValueError("lm_loss_with_sae: no texts")

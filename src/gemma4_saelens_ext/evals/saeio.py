@@ -57,7 +57,8 @@ def train_suite_sae(cfg: Any, rows: list[dict], out: Path) -> tuple[SAE, dict[st
     import pyarrow.parquet as pq
 
     from gemma4_saelens_ext.evals.spec import training_overrides
-    from gemma4_saelens_ext.training import load_training_config, train
+    from gemma4_saelens_ext.training.config import load_training_config
+    from gemma4_saelens_ext.training.runner import train
 
     data = Path(out) / "sae_data"
     data.mkdir(parents=True, exist_ok=True)
@@ -153,7 +154,7 @@ def _saved_cfg(spec: Any) -> tuple[str, dict[str, Any]] | None:
 def check_before_loading(cfg: Any) -> None:
     """A suite's layer (``model.layer``, else the SAE's hook) and each SAE folder's ``d_in`` (its cfg.json) against
     the model's config.json, before any SAE or model loads (:func:`gemma4_saelens_ext.models.check_checkpoint`)."""
-    from gemma4_saelens_ext.models import check_checkpoint
+    from gemma4_saelens_ext.models.load import check_checkpoint
 
     source = cfg.model.source
     fix = "this SAE was trained on another model: pick the SAE for this model (or set model.source to its model)"

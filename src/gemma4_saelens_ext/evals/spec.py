@@ -296,7 +296,7 @@ def _check_sae(cfg: SuiteConfig) -> None:
         if "overrides" in sae:
             raise ValueError("suite.sae.overrides applies to `sae.train` only.")
         return
-    from gemma4_saelens_ext.training import load_training_config
+    from gemma4_saelens_ext.training.config import load_training_config
 
     ov = sae.get("overrides") or {}
     if not isinstance(ov, dict):
@@ -311,7 +311,7 @@ def _check_sae(cfg: SuiteConfig) -> None:
 def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> SuiteConfig:
     """Parse and validate a suite (no model or data loads). ``overrides`` replace top-level keys."""
     from gemma4_saelens_ext.evals.steering import check_scale_kind
-    from gemma4_saelens_ext.precision import get_precision
+    from gemma4_saelens_ext.models.precision import get_precision
 
     if isinstance(path_or_dict, dict):
         data, src = dict(path_or_dict), None

@@ -213,7 +213,7 @@ def run_steering(
     from tqdm.auto import tqdm
 
     from gemma4_saelens_ext.behavior.sampling import generate_completions, make_requests
-    from gemma4_saelens_ext.source import steering_hook
+    from gemma4_saelens_ext.activations.source import steering_hook
 
     if not rows:
         raise ValueError("steering: no prompts")

@@ -62,7 +62,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
     from gemma4_saelens_ext.evals.saeio import (
         check_before_loading, check_sae_matches, encode_unit, load_sae, sae_layer, train_suite_sae,
     )
-    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.models.load import load_model
     from gemma4_saelens_ext.versions import package_versions
 
     if not isinstance(cfg, SuiteConfig):

@@ -1,1 +1,4 @@
-"""End-to-end pipeline: the ``gemma4-sae demo`` command and data-parallel extraction on ``torch.distributed``."""
+"""Pipeline: the ``gemma4-sae demo`` job (dataset -> SAE -> eval report -> model card, resumable stages).
+
+May import every room before it (models, activations, behavior, training, releases, evals) and the leaves.
+"""

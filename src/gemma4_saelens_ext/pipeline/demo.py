@@ -133,7 +133,7 @@ def _model_overrides(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _stage_train(cfg: DemoConfig, d: Path) -> dict[str, Any]:
-    from gemma4_saelens_ext.training import train
+    from gemma4_saelens_ext.training.runner import train
 
     out = d / "sae"
     # a folder holding one train.parquet: ``datasets.load_dataset`` (inside SAELens) reads it offline as split "train"
@@ -314,7 +314,8 @@ def stage_hashes(cfg: DemoConfig) -> dict[str, str]:
 def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Run (or resume) the four stages; returns the ``stages.json`` content. Raises :class:`DemoError` on failure."""
     from gemma4_saelens_ext.evals.suite import load_suite
-    from gemma4_saelens_ext.training import check_model_fit, load_training_config
+    from gemma4_saelens_ext.training.config import load_training_config
+    from gemma4_saelens_ext.training.runner import check_model_fit
 
     d = Path(cfg.out)
     free = check_disk(d, cfg.min_free_gb)

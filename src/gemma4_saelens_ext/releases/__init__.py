@@ -1,101 +1,31 @@
-"""Gemma 4 behavior-SAE releases for SAELens: registry, upstream-checkpoint converter, export.
+"""Releases: Gemma 4 behavior SAEs for SAELens's ``SAE.from_pretrained``, their checkpoints, and export.
 
 ``register_releases()`` (idempotent) adds the published releases and the ``gemma4_behavior`` loader to SAELens's
 own lookup tables, after which ``SAE.from_pretrained(release, sae_id)`` works::
 
-    import gemma4_saelens_ext  # calls register_releases()
+    from gemma4_saelens_ext.releases import register_releases
+    register_releases()
     from sae_lens import SAE
     sae = SAE.from_pretrained("Solshine/gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bit",
                               "blocks.25.hook_resid_post")
 
 The encode convention (is ``b_dec`` subtracted before encoding?) is recorded in ``sae.cfg.metadata`` and can be
 checked on real activations with ``check_encode_convention(sae, activations)``; see docs/releases.md.
+
+Rooms: :mod:`.spec` (release specs; the leaf), :mod:`.checkpoint` (safe reading), :mod:`.convert` (upstream
+layout -> SAELens), :mod:`.convention` / :mod:`.convention_check`, :mod:`.loader` (the SAELens loader),
+:mod:`.registry` (SAELens's tables), :mod:`.export`, :mod:`.card`, :mod:`.manifest`, :mod:`.to_upstream`.
+May import: ``models`` and the package's leaves; sae_lens, torch, huggingface_hub.
 """
 
-from gemma4_saelens_ext.releases.checkpoint import (
-    CheckpointError,
-    LoadedCheckpoint,
-    UnsafeCheckpointError,
-    load_state_dict_file,
-    read_checkpoint,
-)
-from gemma4_saelens_ext.releases.convention import (
-    AUTHOR_RELEASE_PATTERNS,
-    NO_B_DEC_SUBTRACTION,
-    SUBTRACT_B_DEC,
-    EncodeConvention,
-    loaded_from_release,
-)
-from gemma4_saelens_ext.releases.convention_check import EncodeConventionCheck, check_encode_convention
-from gemma4_saelens_ext.releases.convert import (
-    ConvertedSAE,
-    MissingConfigError,
-    UpstreamConfig,
-    convert_state_dict,
-    convert_upstream_checkpoint,
-    load_upstream_sae,
-    read_upstream_config,
-)
-from gemma4_saelens_ext.releases.card import build_model_card
-from gemma4_saelens_ext.releases.export import ExportResult, export_sae
-from gemma4_saelens_ext.releases.registry import (
-    BUILTIN_RELEASES,
-    GEMMA4_E2B,
-    LOADER_NAME,
-    ReleaseFilesNotFoundError,
-    ReleaseSpec,
-    SAESpec,
-    gemma4_behavior_loader,
-    get_release,
-    hook_names_for_layer,
-    list_releases,
-    register_local_release,
-    register_release,
-    register_releases,
-    set_encode_convention,
-    unregister_release,
-    upstream_release,
-)
-from gemma4_saelens_ext.releases.to_upstream import saelens_to_upstream
+from gemma4_saelens_ext import lazy_exports
 
-__all__ = [
-    "AUTHOR_RELEASE_PATTERNS",
-    "BUILTIN_RELEASES",
-    "NO_B_DEC_SUBTRACTION",
-    "SUBTRACT_B_DEC",
-    "EncodeConvention",
-    "EncodeConventionCheck",
-    "LoadedCheckpoint",
-    "check_encode_convention",
-    "gemma4_behavior_loader",
-    "loaded_from_release",
-    "read_checkpoint",
-    "set_encode_convention",
-    "GEMMA4_E2B",
-    "LOADER_NAME",
-    "CheckpointError",
-    "ConvertedSAE",
-    "ExportResult",
-    "MissingConfigError",
-    "ReleaseFilesNotFoundError",
-    "ReleaseSpec",
-    "SAESpec",
-    "UnsafeCheckpointError",
-    "UpstreamConfig",
-    "build_model_card",
-    "convert_state_dict",
-    "convert_upstream_checkpoint",
-    "export_sae",
-    "get_release",
-    "hook_names_for_layer",
-    "list_releases",
-    "load_state_dict_file",
-    "load_upstream_sae",
-    "read_upstream_config",
-    "register_local_release",
-    "register_release",
-    "register_releases",
-    "saelens_to_upstream",
-    "unregister_release",
-    "upstream_release",
-]
+_EXPORTS = {
+    "ReleaseSpec": "spec", "SAESpec": "spec", "BUILTIN_RELEASES": "spec", "upstream_release": "spec",
+    "register_releases": "registry", "register_release": "registry", "register_local_release": "registry",
+    "unregister_release": "registry", "list_releases": "registry", "get_release": "registry",
+    "set_encode_convention": "registry", "ReleaseFilesNotFoundError": "loader",
+    "check_encode_convention": "convention_check", "load_upstream_sae": "convert", "export_sae": "export",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

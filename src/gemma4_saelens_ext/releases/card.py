@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from gemma4_saelens_ext.precision import PRECISIONS, get_precision
+from gemma4_saelens_ext.models.precision import PRECISIONS, get_precision
 
 __all__ = ["build_model_card", "jsonable"]
 

@@ -26,18 +26,14 @@ from typing import Any
 import torch
 
 from gemma4_saelens_ext.io import atomic_path, atomic_write, atomic_write_json
-from gemma4_saelens_ext.models import parse_layer
-from gemma4_saelens_ext.precision import PRECISIONS, get_precision
+from gemma4_saelens_ext.models.layers import parse_layer
+from gemma4_saelens_ext.models.precision import PRECISIONS, get_precision
 from gemma4_saelens_ext.releases.card import build_model_card, jsonable
 from gemma4_saelens_ext.releases.manifest import MANIFEST_FILENAME, previous_entries, write_manifest
-from gemma4_saelens_ext.releases.registry import (
-    GEMMA4_E2B,
-    SAELENS_CFG,
-    SAELENS_WEIGHTS,
-    default_hf_hook_name,
-    hook_names_for_layer,
+from gemma4_saelens_ext.releases.spec import (
+    GEMMA4_E2B, SAELENS_CFG, SAELENS_WEIGHTS, UPSTREAM_LAYOUTS, default_hf_hook_name, hook_names_for_layer,
 )
-from gemma4_saelens_ext.releases.to_upstream import UPSTREAM_LAYOUTS, saelens_to_upstream
+from gemma4_saelens_ext.releases.to_upstream import saelens_to_upstream
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from gemma4_saelens_ext.releases.convert import MissingConfigError, convert_upstream_checkpoint
+from gemma4_saelens_ext.releases.spec import GEMMA4_E2B, REGISTERED, SAESpec, default_hf_hook_name
 
 __all__ = ["ReleaseFilesNotFoundError", "gemma4_behavior_loader", "gemma4_behavior_config_getter"]
 
@@ -84,9 +85,7 @@ def _resolve_file(repo_id: str, filename: str, files: tuple[str, ...], force_dow
 
 
 def _find_spec(repo_id: str, folder_name: str) -> tuple[Any, Any]:
-    from gemma4_saelens_ext.releases.registry import _REGISTERED
-
-    for rel in _REGISTERED.values():
+    for rel in REGISTERED.values():
         if rel.location == repo_id:
             for s in rel.saes:
                 if s.path == folder_name:
@@ -95,8 +94,6 @@ def _find_spec(repo_id: str, folder_name: str) -> tuple[Any, Any]:
 
 
 def _metadata(rel: Any, spec: Any, repo_id: str, path: str) -> dict[str, Any]:
-    from gemma4_saelens_ext.releases.registry import GEMMA4_E2B, default_hf_hook_name
-
     if spec is None:
         return {"repo_id": repo_id, "source_path": path}
     model_name = spec.model_name or (rel.model if rel else GEMMA4_E2B)
@@ -182,8 +179,6 @@ def gemma4_behavior_loader(
     ``functools.partial`` and pass the result as ``SAE.from_pretrained(..., converter=...)``), an
     ``apply_b_dec_to_input`` entry of ``cfg_overrides``, the release's ``SAESpec.apply_b_dec_to_input``.
     """
-    from gemma4_saelens_ext.releases.registry import SAESpec
-
     rel, spec = _find_spec(repo_id, folder_name)
     if spec is None:
         spec = SAESpec(sae_id=folder_name, path=folder_name, layer=-1)

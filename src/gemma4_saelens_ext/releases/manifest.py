@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from gemma4_saelens_ext.io import atomic_write_json
 from gemma4_saelens_ext.releases.card import jsonable
+from gemma4_saelens_ext.releases.spec import GEMMA4_E2B, ReleaseSpec, SAESpec
 
 __all__ = ["MANIFEST_FILENAME", "previous_entries", "write_manifest", "release_spec_from_folder"]
 
@@ -80,8 +81,6 @@ def release_spec_from_folder(
 
     ``prefer`` picks which copy each SAE id loads from when the folder holds both formats.
     """
-    from gemma4_saelens_ext.releases.registry import GEMMA4_E2B, ReleaseSpec, SAESpec
-
     folder = Path(folder).expanduser().resolve()
     path = folder / MANIFEST_FILENAME
     if not path.is_file():

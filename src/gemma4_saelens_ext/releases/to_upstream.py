@@ -9,11 +9,10 @@ from typing import Any
 
 import torch
 
+from gemma4_saelens_ext.releases.spec import UPSTREAM_LAYOUTS
+
 __all__ = ["UPSTREAM_LAYOUTS", "saelens_to_upstream"]
 
-#: ``"linear"``: nn.Linear keys/orientation (encoder.weight [d_sae,d_in], decoder.weight [d_in,d_sae]);
-#: ``"saelens"``: W_enc [d_in,d_sae], W_dec [d_sae,d_in], b_enc, b_dec.
-UPSTREAM_LAYOUTS = ("linear", "saelens")
 
 
 @torch.no_grad()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gemma4_saelens_ext.cli import Command
+from gemma4_saelens_ext.activations.config import ExtractConfig
+from gemma4_saelens_ext.cli.command import Command
 from gemma4_saelens_ext.pipeline.config import DemoConfig
-from gemma4_saelens_ext.pipeline.distributed import ExtractConfig, cmd_extract
 
 
 def _run_demo(cfg: DemoConfig) -> int:
@@ -18,9 +18,15 @@ def _run_demo(cfg: DemoConfig) -> int:
     return 0
 
 
+def _run_extract(cfg: ExtractConfig) -> int:
+    from gemma4_saelens_ext.activations.distributed import cmd_extract
+
+    return cmd_extract(cfg)
+
+
 COMMANDS = (
     Command("demo", "behavior dataset -> SAE -> eval report -> model card, in one folder (resumable)", DemoConfig,
             _run_demo),
     Command("extract", "layer activations for a text list; shards over ranks under torchrun --nproc-per-node N",
-            ExtractConfig, cmd_extract),
+            ExtractConfig, _run_extract),
 )  # fmt: skip

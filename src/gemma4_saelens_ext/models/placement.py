@@ -46,7 +46,7 @@ def meta_model(config: Any, multimodal: bool) -> nn.Module:
 
 
 def _text_model_path(model: nn.Module) -> str:
-    from gemma4_saelens_ext.models import find_decoder_layers
+    from gemma4_saelens_ext.models.layers import find_decoder_layers
 
     layers_path, _ = find_decoder_layers(model)
     return layers_path.rsplit(".", 1)[0]

@@ -2,7 +2,7 @@
 
 Launch::
 
-    torchrun --nproc-per-node 2 -m gemma4_saelens_ext.pipeline.distributed extract \\
+    torchrun --nproc-per-node 2 -m gemma4_saelens_ext.cli extract \\
         --model gemma-3-270m --precision nf4 --layer 12 --pooling mean \\
         --texts prompts.txt --out runs/acts/L12_mean.safetensors
 
@@ -27,22 +27,19 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from simple_parsing.helpers import choice
 
-from gemma4_saelens_ext.batching import length_sorted_batches
-from gemma4_saelens_ext.dist import barrier as _barrier
-from gemma4_saelens_ext.dist import init_distributed as _init_dist
-from gemma4_saelens_ext.options import layer_field, precision_field, switch
+from gemma4_saelens_ext.activations.batching import length_sorted_batches
+from gemma4_saelens_ext.activations.dist import barrier as _barrier
+from gemma4_saelens_ext.activations.dist import init_distributed as _init_dist
+from gemma4_saelens_ext.activations.config import ExtractConfig, ExtractSpec
 
 logger = logging.getLogger(__name__)
 
@@ -57,47 +54,8 @@ __all__ = [
     "read_texts",
     "shard_path",
     "run_extract",
-    "main",
+    "cmd_extract",
 ]
-
-
-@dataclass
-class ExtractSpec:
-    """What an extraction computes (shared by every rank; the merged file's metadata records it)."""
-
-    model: str = "gemma-3-270m"
-    """embedded name, local folder or Hub id"""
-    precision: str = precision_field("nf4")
-    """load precision"""
-    layer: Union[int, str] = layer_field(12)
-    """residual stream after this decoder layer: an int, blocks.L.hook_resid_post or model.layers.L"""
-    pooling: str = choice("none", "last", "mean", "max", default="mean")
-    """per-text pooling over tokens; none keeps every token (a lengths tensor records the split)"""
-    batch_size: int = 8
-    """texts per forward pass (length-sorted)"""
-    max_length: Optional[int] = 512
-    """tokens kept per text"""
-    truncate: bool = switch(True)
-    """load only layers 0..layer (activations are identical; --no-truncate loads all)"""
-
-
-@dataclass
-class ExtractConfig:
-    """``gemma4-sae extract``: layer activations for a list of texts, sharded over ranks under
-    ``torchrun --nproc-per-node N`` and merged into one safetensors file in the input order."""
-
-    texts: str
-    """.txt (one per line), .jsonl/.json, .parquet or a dataset folder"""
-    out: str
-    """merged .safetensors output"""
-    column: str = "text"
-    """text field of jsonl/parquet/dataset inputs"""
-    spec: ExtractSpec = field(default_factory=ExtractSpec)
-    """what to compute"""
-    keep_shards: bool = switch(False)
-    """keep the per-rank shard files after merging"""
-    progress: bool = switch(True)
-    """show progress bars"""
 
 
 # ---------------------------------------------------------------------------------------------------------------- plan
@@ -190,7 +148,7 @@ def extract_shard(
     """This rank's ``(global indices, activations)``; indices follow the order of the rank's batches."""
     from tqdm.auto import tqdm
 
-    from gemma4_saelens_ext.source import activations
+    from gemma4_saelens_ext.activations.source import activations
 
     mine = rank_batches(batch_plan(texts, spec.batch_size), rank, world_size)
     idx: list[int] = []
@@ -281,7 +239,7 @@ def run_extract(
     """Run on every rank (or alone); returns the merged path on rank 0, ``None`` elsewhere."""
     import torch.distributed as dist
 
-    from gemma4_saelens_ext.models import load_model
+    from gemma4_saelens_ext.models.load import load_model
 
     rank, world, _local, device = _init_dist()
     t0 = time.perf_counter()
@@ -327,14 +285,3 @@ def cmd_extract(cfg: ExtractConfig) -> int:
     if merged is not None:
         print(f"wrote {merged} ({len(texts)} texts)")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m gemma4_saelens_ext.pipeline.distributed extract ...`` == ``gemma4-sae extract ...``."""
-    from gemma4_saelens_ext.cli import main as cli_main
-
-    return cli_main(list(sys.argv[1:] if argv is None else argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

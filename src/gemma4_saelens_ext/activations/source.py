@@ -19,8 +19,8 @@ from sae_lens.load_model import HookedProxyLM, get_hook_fn
 from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
-from gemma4_saelens_ext.batching import length_sorted_batches
-from gemma4_saelens_ext.models import LoadedModel
+from gemma4_saelens_ext.activations.batching import length_sorted_batches
+from gemma4_saelens_ext.models.load import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -1,15 +1,14 @@
 """Load a Gemma-family causal LM at a named precision, find its decoder layers, and check a layer / SAE width
 against a checkpoint before anything loads.
 
-Sources: an embedded name (see :mod:`gemma4_saelens_ext.embedded`), a local folder, or a Hub id (found and read by
-:mod:`gemma4_saelens_ext.checkpoint_config`). A multimodal Gemma 4 checkpoint is loaded text-only and a hooked layer
-L loads only layers ``0..L``, through derived checkpoints (:mod:`gemma4_saelens_ext.derived`).
+Sources: an embedded name (see :mod:`gemma4_saelens_ext.models.embedded`), a local folder, or a Hub id (found and read by
+:mod:`gemma4_saelens_ext.models.checkpoint_config`). A multimodal Gemma 4 checkpoint is loaded text-only and a hooked layer
+L loads only layers ``0..L``, through derived checkpoints (:mod:`gemma4_saelens_ext.models.derived`).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gemma4_saelens_ext.checkpoint_config import (
+from gemma4_saelens_ext.models.checkpoint_config import (
     CheckpointShape,
     check_causal_lm,
     checkpoint_shape,
@@ -26,70 +25,16 @@ from gemma4_saelens_ext.checkpoint_config import (
     resolve_source,
     text_config,
 )
-from gemma4_saelens_ext.derived import checkpoint_to_load, kept_layer_count
-from gemma4_saelens_ext.embedded import build_cached
-from gemma4_saelens_ext.placement import default_lookups_on_cpu, lookup_device_map, meta_model, run_lookups_on_cpu
-from gemma4_saelens_ext.precision import from_pretrained_kwargs, get_precision
-from gemma4_saelens_ext.quantized_cache import quantized_path, save_quantized
+from gemma4_saelens_ext.models.derived import checkpoint_to_load, kept_layer_count
+from gemma4_saelens_ext.models.embedded import build_cached
+from gemma4_saelens_ext.models.layers import find_decoder_layers, module_path, parse_layer
+from gemma4_saelens_ext.models.placement import default_lookups_on_cpu, lookup_device_map, meta_model, run_lookups_on_cpu
+from gemma4_saelens_ext.models.precision import from_pretrained_kwargs, get_precision
+from gemma4_saelens_ext.models.quantized_cache import quantized_path, save_quantized
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "LoadedModel", "load_model", "prepare_checkpoint", "resolve_source", "find_decoder_layers", "parse_layer",
-    "check_checkpoint",
-]
-
-#: Candidate attribute paths of the decoder-layer list, most specific first.
-_LAYER_PATHS = ("model.language_model.layers", "model.layers", "language_model.layers", "layers")
-_TL_RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
-
-
-def _get_attr_path(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """Return ``(path, layers)`` for Gemma 3/4 causal LMs and the multimodal ``model.language_model`` layout."""
-    for path in _LAYER_PATHS:
-        try:
-            layers = _get_attr_path(model, path)
-        except AttributeError:
-            continue
-        if isinstance(layers, nn.ModuleList):
-            return path, layers
-    raise ValueError(
-        f"Could not find decoder layers in {type(model).__name__} (looked for {', '.join(_LAYER_PATHS)}). "
-        "Pass a Gemma-family causal LM checkpoint."
-    )
-
-
-def parse_layer(hook: int | str, n_layers: int | None = None, layers_path: str | None = None) -> int:
-    """The decoder layer a hook names: ``12``, ``"12"``, ``"blocks.12.hook_resid_post"`` or an HF module path
-    ``"model.layers.12"`` (under ``layers_path``; None: any known Gemma layout). With ``n_layers`` the layer is also
-    range-checked; without it (no model at hand) only its form is."""
-    if isinstance(hook, bool):
-        raise TypeError("layer must be an int or a hook name")
-    paths = (layers_path,) if layers_path else _LAYER_PATHS
-    if isinstance(hook, int):
-        layer = hook
-    else:
-        s = str(hook).strip()
-        hf = "|".join(re.escape(p) for p in paths)
-        m = _TL_RESID.match(s) or re.fullmatch(r"(\d+)", s) or re.fullmatch(rf"(?:{hf})\.(\d+)", s)
-        if not m:
-            bound = f" with 0 <= L < {n_layers}" if n_layers is not None else ""
-            raise ValueError(
-                f"Hook name {hook!r} matches no residual-stream module. Use 'blocks.L.hook_resid_post' "
-                f"or '{layers_path or 'model.layers'}.L'{bound}."
-            )
-        layer = int(m.group(1))
-    if n_layers is not None and not 0 <= layer < n_layers:
-        raise ValueError(f"Layer {layer} is out of range: this model has {n_layers} layers (0..{n_layers - 1}).")
-    if layer < 0:
-        raise ValueError(f"Layer {layer} is negative: layers count from 0.")
-    return layer
+__all__ = ["LoadedModel", "load_model", "prepare_checkpoint", "check_checkpoint"]
 
 
 def check_checkpoint(
@@ -160,9 +105,9 @@ class LoadedModel:
             )
         return layer
 
-    def hook_name(self, layer: int | str) -> str:
-        """HF module path of the layer's output (its residual stream after the block)."""
-        return f"{self.layers_path}.{self.resolve_layer(layer)}"
+    def module_path(self, layer: int | str) -> str:
+        """HF module path of the layer (``model.layers.L``); its output is the residual stream after the block."""
+        return module_path(self.layers_path, self.resolve_layer(layer))
 
 
 # ------------------------------------------------------------------------------------------------------ planning
@@ -202,7 +147,7 @@ def load_model(
     ``truncate_after_layer=L`` keeps only what layer L's residual stream needs (see module docstring).
     ``text_only`` loads a multimodal Gemma 4 checkpoint as ``Gemma4ForCausalLM``.
     ``lookups_on_cpu`` keeps the embedding tables (and the tied unembedding) on the CPU, memory-mapped, and moves
-    only looked-up rows to ``device`` (:mod:`gemma4_saelens_ext.placement`); default: on when a layer is hooked
+    only looked-up rows to ``device`` (:mod:`gemma4_saelens_ext.models.placement`); default: on when a layer is hooked
     (``truncate_after_layer``) and ``device`` is an accelerator.
     Errors (unknown precision, bad layer, non-causal-LM checkpoint, missing files) are raised before any weights load.
     """
@@ -249,7 +194,7 @@ def load_model(
         if device_map is None:
             model.to(device)
         if keep is not None and prec.quant == "nf4":
-            from gemma4_saelens_ext.requantize import match_full_quantization
+            from gemma4_saelens_ext.models.requantize import match_full_quantization
 
             match_full_quantization(model, path)  # the full load's double-quant statistics: bit-identical activations
         if qcache is not None:

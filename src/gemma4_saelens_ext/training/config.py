@@ -1,4 +1,5 @@
-"""Train SAELens TopK SAEs from our YAML configs with ``LanguageModelSAETrainingRunner``.
+"""Training configs: the YAML file (``model`` / ``sae`` / ``runner``) read into a :class:`TrainingSpec`, and the
+``gemma4-sae train`` options (:class:`TrainConfig`). No torch or SAELens at import (the CLI reads this).
 
 A config file has three sections:
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -38,14 +38,12 @@ import yaml
 from simple_parsing.helpers import field as sfield
 
 from gemma4_saelens_ext.options import layer_field, positional, precision_field
-from gemma4_saelens_ext.precision import PRECISIONS, get_precision
+from gemma4_saelens_ext.models.layers import hook_name, parse_layer
+from gemma4_saelens_ext.models.precision import PRECISIONS, get_precision
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "TrainConfig", "TrainingSpec", "load_training_config", "check_model_fit", "build_runner", "train",
-    "BUILTIN_DATASETS", "resolve_dataset_path",
-]
+__all__ = ["TrainConfig", "TrainingSpec", "load_training_config", "BUILTIN_DATASETS", "resolve_dataset_path"]
 
 _SECTIONS = ("model", "sae", "runner")
 
@@ -93,7 +91,7 @@ class TrainingSpec:
 
     @property
     def hook_name(self) -> str:
-        return f"blocks.{self.layer}.hook_resid_post"
+        return hook_name(self.layer)
 
     def runner_config(self):
         """The ``LanguageModelSAERunnerConfig`` (with a ``TopKTrainingSAEConfig``) this spec describes."""
@@ -202,8 +200,6 @@ def load_training_config(config: str | Path | dict[str, Any], overrides: dict[st
             f"runner.n_batches_in_buffer * context_size = {nbuf * ctx} < train_batch_size_tokens = {bs}: SAELens's "
             f"mixing buffer cannot fill a batch; set n_batches_in_buffer >= {-(-bs // ctx)}."
         )
-    from gemma4_saelens_ext.models import parse_layer
-
     try:
         layer = parse_layer(model["layer"])  # the form only; the range is checked against the model (build_source)
     except ValueError as e:
@@ -219,111 +215,6 @@ def load_training_config(config: str | Path | dict[str, Any], overrides: dict[st
         config_path=str(path) if path else None,
         raw=raw,
     )
-
-
-def check_model_fit(spec: TrainingSpec) -> None:
-    """``model.layer`` and ``sae.d_in`` against the checkpoint's config.json, before any weights load (a ValueError
-    naming the field and the fix; skipped, with a log line, when the config cannot be read without loading)."""
-    from gemma4_saelens_ext.models import check_checkpoint
-
-    check_checkpoint(spec.source, layer=spec.layer, d_in=int(spec.sae["d_in"]), layer_field="model.layer",
-                     d_in_field="sae.d_in")
-
-
-def build_source(spec: TrainingSpec):
-    """Check the SAE fits the model (:func:`check_model_fit`), then load the model for ``spec``."""
-    from gemma4_saelens_ext.models import load_model
-    from gemma4_saelens_ext.source import Gemma4ActivationSource
-
-    check_model_fit(spec)
-    truncate = spec.truncate
-    if truncate and (spec.runner.get("logger") or {}).get("log_to_wandb"):
-        # SAELens's W&B evals compute the LM loss with the SAE spliced in, which needs every layer.
-        logger.info("log_to_wandb is on: loading all layers so SAELens's CE-loss evals are meaningful.")
-        truncate = False
-    # the model runs where the SAE trains; on an accelerator the lookup tables stay on the CPU (load_model default)
-    device = str(spec.runner.get("device", "cpu"))
-    lm = load_model(spec.source, spec.precision, truncate_after_layer=spec.layer if truncate else None, device=device)
-    if int(spec.sae["d_in"]) != lm.d_model:
-        raise ValueError(
-            f"sae.d_in={spec.sae['d_in']} does not match the model's hidden size {lm.d_model} "
-            f"({spec.source}); set sae.d_in: {lm.d_model}."
-        )
-    return Gemma4ActivationSource(lm, [spec.hook_name])
-
-
-def prepare_activation_cache(spec: TrainingSpec, source, cfg) -> dict[str, Any] | None:
-    """Write the activation cache and point ``cfg`` at it when ``spec.cache_activations`` asks for one (``auto``:
-    the dataset has fewer tokens than ``training_tokens``). Returns the cache's summary, or None (live training)."""
-    from gemma4_saelens_ext.activation_cache import dataset_sequences, should_cache, write_activation_cache
-
-    mode = spec.cache_activations
-    if cfg.use_cached_activations or mode in (False, "false", "off", None):
-        return None
-    seqs = dataset_sequences(source, cfg, max_tokens=None if mode is True else cfg.training_tokens)
-    if seqs is None or not should_cache(mode, seqs.numel(), cfg.training_tokens):
-        return None
-    # the checkpoint folder as configured (SAELens appends a run id to cfg.checkpoint_path)
-    base = spec.runner.get("checkpoint_path") or cfg.checkpoint_path
-    path = spec.runner.get("cached_activations_path") or str(Path(base) / "activation_cache")
-    info = write_activation_cache(source, cfg, path, seqs)
-    cfg.use_cached_activations = True
-    cfg.cached_activations_path = path
-    logger.info(
-        "Training from cached activations: %d dataset tokens < %d training tokens (%.1f passes)",
-        info["tokens"], cfg.training_tokens, cfg.training_tokens / max(1, info["tokens"]),
-    )
-    return info
-
-
-def build_runner(spec: TrainingSpec, source=None, **runner_kwargs: Any):
-    """A ready ``LanguageModelSAETrainingRunner`` (our source passed as ``override_model``); with an activation cache
-    written first when the dataset is smaller than the budget (:func:`prepare_activation_cache`)."""
-    from sae_lens import LanguageModelSAETrainingRunner
-
-    cfg = spec.runner_config()
-    if not cfg.logger.log_to_wandb:
-        os.environ.setdefault("WANDB_MODE", "disabled")
-    source = source or build_source(spec)
-    cache = prepare_activation_cache(spec, source, cfg)
-    runner = LanguageModelSAETrainingRunner(cfg, override_model=source, **runner_kwargs)
-    runner.activation_cache = cache  # type: ignore[attr-defined]
-    return runner
-
-
-def train(
-    config: str | Path | dict[str, Any] | TrainingSpec,
-    overrides: dict[str, Any] | None = None,
-    *,
-    eval_hook: Any = None,
-):
-    """Train and save a TopK SAE. Returns ``(sae, output_path)``; reload with ``SAE.load_from_disk(output_path)``.
-
-    ``eval_hook``: an :class:`gemma4_saelens_ext.evals.hooks.TrainingEvalHook` run every N steps during training.
-    """
-    spec = config if isinstance(config, TrainingSpec) else load_training_config(config, overrides)
-    runner = build_runner(spec)
-    if eval_hook is not None:
-        from gemma4_saelens_ext.evals.hooks import attach_eval_hook
-
-        attach_eval_hook(runner, eval_hook)
-    sae = runner.run()
-    _record_provenance(sae, spec)
-    out = runner.cfg.output_path
-    if out is not None:
-        sae.save_inference_model(out)
-        logger.info("Saved SAE to %s", out)
-    return sae, out
-
-
-def _record_provenance(sae: Any, spec: TrainingSpec) -> None:
-    """Write the base-model precision and source into the SAE's metadata (saved in cfg.json)."""
-    md = sae.cfg.metadata
-    for key, value in (("model_name", spec.source), ("hook_name", spec.hook_name), ("precision", spec.precision)):
-        try:
-            setattr(md, key, value)
-        except AttributeError:  # pragma: no cover - metadata without dynamic fields
-            logger.warning("Could not record %s in SAE metadata", key)
 
 
 def valid_precisions() -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from gemma4_saelens_ext.cli import Command
+from gemma4_saelens_ext.cli.command import Command
 from gemma4_saelens_ext.options import layer_field, positional, precision_field, switch
 
 __all__ = ["COMMANDS", "EvalRunConfig", "ValidateConfig", "main"]

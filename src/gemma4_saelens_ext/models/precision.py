@@ -9,37 +9,55 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 __all__ = ["PRECISIONS", "Precision", "get_precision", "from_pretrained_kwargs", "require_bitsandbytes"]
+
+
+def _torch_dtype(name: str | None) -> Any:
+    if name is None:
+        return None
+    import torch
+
+    return getattr(torch, name)
 
 
 @dataclass(frozen=True)
 class Precision:
+    """A named way to load the base model (torch dtypes are held by name, so reading the presets imports no torch)."""
+
     name: str
-    #: dtype of the non-quantized modules (embeddings, norms, per-layer tables); None = the checkpoint's own dtype,
-    #: which is what the seed's ``from_pretrained(..., quantization_config=bnb)`` call (no dtype) gave
-    dtype: torch.dtype | None
+    #: torch dtype name of the non-quantized modules (embeddings, norms, per-layer tables); None = the checkpoint's
+    #: own dtype, which is what the seed's ``from_pretrained(..., quantization_config=bnb)`` call (no dtype) gave
+    dtype_name: str | None
     #: "nf4", "int8" or None
     quant: str | None = None
-    #: bnb 4-bit compute dtype
-    compute_dtype: torch.dtype | None = None
+    #: torch dtype name of the bnb 4-bit compute dtype
+    compute_dtype_name: str | None = None
     description: str = ""
 
     @property
     def quantized(self) -> bool:
         return self.quant is not None
 
+    @property
+    def dtype(self) -> Any:
+        """``torch.dtype`` of the non-quantized modules (None: the checkpoint's own)."""
+        return _torch_dtype(self.dtype_name)
+
+    @property
+    def compute_dtype(self) -> Any:
+        """``torch.dtype`` of the bnb 4-bit compute (None when not nf4)."""
+        return _torch_dtype(self.compute_dtype_name)
+
 
 _PRESETS: dict[str, Precision] = {
     p.name: p
     for p in (
-        Precision("nf4", None, "nf4", torch.float16, "bitsandbytes nf4 + double quant, fp16 compute (seed card)"),
-        Precision("nf4-bf16", torch.bfloat16, "nf4", torch.bfloat16, "bitsandbytes nf4 + double quant, bf16 compute"),
+        Precision("nf4", None, "nf4", "float16", "bitsandbytes nf4 + double quant, fp16 compute (seed card)"),
+        Precision("nf4-bf16", "bfloat16", "nf4", "bfloat16", "bitsandbytes nf4 + double quant, bf16 compute"),
         Precision("int8", None, "int8", None, "bitsandbytes LLM.int8 (fp16 matmuls)"),
-        Precision("fp16", torch.float16, description="unquantized float16"),
-        Precision("bf16", torch.bfloat16, description="unquantized bfloat16"),
-        Precision("fp32", torch.float32, description="unquantized float32"),
+        Precision("fp16", "float16", description="unquantized float16"),
+        Precision("bf16", "bfloat16", description="unquantized bfloat16"),
+        Precision("fp32", "float32", description="unquantized float32"),
     )
 }
 PRECISIONS: tuple[str, ...] = tuple(_PRESETS)

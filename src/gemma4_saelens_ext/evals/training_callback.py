@@ -3,8 +3,9 @@
 Seam (SAELens 6.54): ``SAETrainer`` takes an ``evaluator`` callable, but ``fit()`` only calls it when W&B logging
 is on (``_run_and_log_evals`` is inside ``if cfg.logger.log_to_wandb``), so it cannot serve offline runs.
 ``LanguageModelSAETrainingRunner.run`` builds the trainer and hands it to the public method
-``run_trainer_with_interruption_handling(trainer)``; :func:`attach_eval_hook` wraps that method on the runner
-instance and wraps ``trainer.step`` on the trainer it receives, so the hook sees the live SAE, the step counter
+``run_trainer_with_interruption_handling(trainer)``; :func:`gemma4_saelens_ext.training.runner.attach_callbacks`
+wraps that method on the runner instance (``train(..., callbacks=[hook])``), and :meth:`TrainingEvalHook.install`
+wraps ``trainer.step`` on the trainer it receives, so the hook sees the live SAE, the step counter
 and the trainer's ``activation_scaler`` (held-out activations are scaled exactly like training batches). No
 SAELens code is copied or subclassed, and :meth:`TrainingEvalHook.install` works on a bare ``SAETrainer`` too.
 
@@ -29,7 +30,7 @@ from gemma4_saelens_ext.evals.reconstruction import reconstruction_metrics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingEvalHook", "attach_eval_hook"]
+__all__ = ["TrainingEvalHook"]
 
 
 @dataclass
@@ -116,15 +117,3 @@ class TrainingEvalHook:
 
         trainer.step = step
         return trainer
-
-
-def attach_eval_hook(runner: Any, hook: TrainingEvalHook) -> Any:
-    """Make ``runner.run()`` call ``hook`` during training (see module docstring for why this seam)."""
-    inner = runner.run_trainer_with_interruption_handling
-
-    def run_trainer(trainer: Any) -> Any:
-        hook.install(trainer)
-        return inner(trainer)
-
-    runner.run_trainer_with_interruption_handling = run_trainer
-    return runner

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from gemma4_saelens_ext.checkpoint_config import is_multimodal, read_config, text_config
-from gemma4_saelens_ext.embedded import build_cached, cache_dir
+from gemma4_saelens_ext.models.checkpoint_config import is_multimodal, read_config, text_config
+from gemma4_saelens_ext.models.embedded import build_cached, cache_dir
 
 __all__ = ["kept_layer_count", "derived_config", "rewrite_key", "derive_checkpoint", "derived_path", "checkpoint_to_load"]
 
@@ -101,7 +101,7 @@ def derive_checkpoint(src: Path, out: Path, keep_layers: int | None, text_only: 
     deriving from a multi-GB checkpoint needs little RAM."""
     from safetensors import safe_open
 
-    from gemma4_saelens_ext.embedded import SAFETENSORS_DTYPES, write_safetensors_streaming
+    from gemma4_saelens_ext.models.embedded import SAFETENSORS_DTYPES, write_safetensors_streaming
 
     cfg = read_config(src)
     files = sorted(src.glob("*.safetensors"))

@@ -19,9 +19,9 @@ from typing import Optional, Union
 
 from simple_parsing.helpers import choice
 
-from gemma4_saelens_ext.cli import Command
+from gemma4_saelens_ext.cli.command import Command
 from gemma4_saelens_ext.options import layer_field, switch, positional, precision_field, split_csv
-from gemma4_saelens_ext.releases.to_upstream import UPSTREAM_LAYOUTS
+from gemma4_saelens_ext.releases.spec import UPSTREAM_LAYOUTS
 
 logger = logging.getLogger(__name__)
 

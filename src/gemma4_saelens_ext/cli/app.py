@@ -8,70 +8,31 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, is_dataclass
+from collections.abc import Sequence
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
+from gemma4_saelens_ext.cli.command import Command
 from gemma4_saelens_ext.options import config_from_dict
 
 logger = logging.getLogger("gemma4_saelens_ext")
 
-__all__ = ["Command", "build_parser", "main"]
+__all__ = ["build_parser", "main"]
 
 
-@dataclass(frozen=True)
-class Command:
-    """One subcommand: its name, a one-line help, the config dataclass behind its flags and what runs it."""
-
-    name: str
-    help: str
-    config: type | None = None
-    run: Callable[[Any], int] | None = None
-    aliases: tuple[str, ...] = ()
-    description: str | None = None
-    subcommands: tuple[Command, ...] = ()
-
-
-#: modules with a ``COMMANDS`` tuple, in the order ``gemma4-sae --help`` lists them (after train and models)
+#: modules with a ``COMMANDS`` tuple, in the order ``gemma4-sae --help`` lists them
 _COMMAND_MODULES = (
-    "gemma4_saelens_ext.behavior.cli",
-    "gemma4_saelens_ext.pipeline.cli",
-    "gemma4_saelens_ext.evals.cli",
-    "gemma4_saelens_ext.releases.cli",
+    "gemma4_saelens_ext.cli.train",
+    "gemma4_saelens_ext.cli.dataset",
+    "gemma4_saelens_ext.cli.pipeline",
+    "gemma4_saelens_ext.cli.evals",
+    "gemma4_saelens_ext.cli.releases",
 )
 
 
-def _run_train(cfg: Any) -> int:
-    from gemma4_saelens_ext.training import train
-
-    sae, out = train(cfg.config, cfg.overrides())
-    print(f"Trained {type(sae).__name__} d_in={sae.cfg.d_in} d_sae={sae.cfg.d_sae} -> {out}")
-    print(f"Reload with: SAE.load_from_disk({str(out)!r})")
-    return 0
-
-
-def _run_models(_cfg: Any) -> int:
-    from gemma4_saelens_ext.embedded import EMBEDDED_MODELS
-    from gemma4_saelens_ext.precision import _PRESETS
-
-    print("Embedded models:")
-    for name, (desc, _) in EMBEDDED_MODELS.items():
-        print(f"  {name:26s} {desc}")
-    print("Precisions:")
-    for name, p in _PRESETS.items():
-        print(f"  {name:10s} {p.description}")
-    return 0
-
-
 def _commands() -> list[Command]:
-    from gemma4_saelens_ext.training import TrainConfig
-
-    own = [
-        Command("train", "train a TopK SAE from a training config through SAELens's runner", TrainConfig, _run_train),
-        Command("models", "list the embedded models and the precisions", None, _run_models),
-    ]
-    return own + [c for m in _COMMAND_MODULES for c in importlib.import_module(m).COMMANDS]
+    return [c for m in _COMMAND_MODULES for c in importlib.import_module(m).COMMANDS]
 
 
 def _config_defaults(cls: type, argv: Sequence[str]) -> Any:

@@ -1,15 +1,14 @@
 """``gemma4-sae build-dataset``: :class:`~gemma4_saelens_ext.behavior.config.BuildConfig` is its flags and ``--help``.
 
-``python -m gemma4_saelens_ext.behavior.cli build-dataset ...`` is the same command (what ``torchrun`` launches).
+``python -m gemma4_saelens_ext.cli.dataset build-dataset ...`` is the same command (what ``torchrun`` launches).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from gemma4_saelens_ext.behavior.config import BuildConfig
-from gemma4_saelens_ext.cli import Command
+from gemma4_saelens_ext.cli.command import Command
 
 __all__ = ["COMMANDS", "run", "main"]
 
@@ -46,13 +45,3 @@ COMMANDS = (
         "(datasets.load_dataset(OUT) reads it; use OUT as SAELens's dataset_path).",
     ),
 )  # fmt: skip
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from gemma4_saelens_ext.cli import main as cli_main
-
-    return cli_main(list(sys.argv[1:] if argv is None else argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Find a checkpoint and read its ``config.json`` without loading (or downloading) any weights.
 
-A source is an embedded name (:mod:`gemma4_saelens_ext.embedded`), a local model folder, or a Hub id ``org/name``.
+A source is an embedded name (:mod:`gemma4_saelens_ext.models.embedded`), a local model folder, or a Hub id ``org/name``.
 :func:`checkpoint_shape` gives the layer count and hidden size from the config alone, so configuration mistakes (a
 layer out of range, an SAE width that is not the model's) are reported before a model loads
 (:func:`gemma4_saelens_ext.models.check_checkpoint`). Gemma 4 and multimodal Gemma 3 configs nest the language
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gemma4_saelens_ext.embedded import (
+from gemma4_saelens_ext.models.embedded import (
     EMBEDDED_MODELS,
     built_embedded_path,
     embedded_model_path,
