@@ -36,3 +36,65 @@ def clustered_pool(seed: int, *, n_questions: int = 8, per_cell: int = 5, n_late
                     groups.append(f"q{q}")
                     texts.append(f"I am a word{q}_{w}.")
     return np.asarray(rows, dtype=np.float32), np.asarray(y), np.asarray(groups), texts
+
+
+def layout_pool(seed, *, layout="constant", n_groups=24, sizes=(2, 20), honest_share=0.5, n_latents=64,
+                planted=0.0, within="exchangeable", n_families=None, topk=None, density=0.3, group_scale=1.0):
+    """A pool with a chosen label layout and no honesty signal unless ``planted`` (added to latent 0 of every
+    honest row). Returns ``(x [n, k] float32, y, groups, families)``.
+
+    ``layout``: ``constant`` (one label per group; ``round(share * G)`` groups honest), ``balanced`` (both labels
+    1:1 in every group), ``mixed`` (both labels in every group, the honest count ~ Binomial(size, share), at least
+    one of each), ``combination`` (the first half of the groups constant, the rest mixed).
+    ``within``: ``exchangeable`` (a sparse group effect + sparse row noise: rows of a group are exchangeable) or
+    ``words`` (a group's honest rows share one answer word's code and its deceptive rows another's: the label
+    follows the word, as in role-play pools).
+    ``n_families``: groups nested in families with a family effect; with ``layout="constant"`` every group of a
+    family carries the family's label (labels constant within a coarser level).
+    ``topk``: keep each row's ``topk`` largest latents only (SAE-like sparse codes)."""
+    rng = np.random.default_rng(seed)
+    k = n_latents
+
+    def sparse(size, p=density):
+        return np.where(rng.random(size) < p, rng.exponential(1.0, size), 0.0)
+
+    fam_of = np.arange(n_groups) % n_families if n_families else np.zeros(n_groups, dtype=int)
+    fam_eff = [sparse(k) * 1.5 for _ in range(n_families or 1)]
+    if n_families and layout == "constant":
+        fam_lab = np.zeros(n_families, dtype=int)
+        fam_lab[rng.permutation(n_families)[: int(round(honest_share * n_families))]] = 1
+        const_lab = fam_lab[fam_of]
+    else:
+        const_lab = np.zeros(n_groups, dtype=int)
+        const_lab[rng.permutation(n_groups)[: int(round(honest_share * n_groups))]] = 1
+    X, y, g, f = [], [], [], []
+    for q in range(n_groups):
+        kind = layout if layout != "combination" else ("constant" if q < n_groups // 2 else "mixed")
+        lo = sizes[0] if kind == "constant" else max(2, sizes[0])
+        n = int(rng.integers(lo, sizes[1] + 1))
+        if kind == "constant":
+            lab = np.full(n, const_lab[q])
+        elif kind == "balanced":
+            n += n % 2
+            lab = np.repeat([1, 0], n // 2)
+        else:
+            n1 = int(np.clip(rng.binomial(n, honest_share), 1, n - 1))
+            lab = np.r_[np.ones(n1, dtype=int), np.zeros(n - n1, dtype=int)]
+        base = group_scale * sparse(k) + (fam_eff[fam_of[q]] if n_families else 0.0)
+        words = [sparse(k), sparse(k)]
+        for i in range(n):
+            if within == "words":
+                v = base + words[lab[i]] * (1 + 0.15 * rng.standard_normal(k)) + 0.15 * sparse(k)
+            else:
+                v = base + sparse(k)
+            X.append(np.maximum(v, 0.0))
+            y.append(lab[i])
+            g.append(f"q{q}")
+            f.append(f"fam{fam_of[q]}")
+    X, y = np.asarray(X), np.asarray(y)
+    if planted:
+        X[:, 0] += planted * y
+    if topk:
+        cut = -np.sort(-X, axis=1)[:, topk - 1 : topk]
+        X = np.where(X >= cut, X, 0.0)
+    return X.astype(np.float32), y, np.asarray(g), np.asarray(f)

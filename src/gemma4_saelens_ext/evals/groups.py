@@ -44,6 +44,7 @@ __all__ = [
     "holm",
     "min_detectable",
     "power_wording",
+    "check_split_overlap",
     "Z_80",
 ]
 
@@ -172,12 +173,30 @@ def min_detectable(null_q95: float, se: float) -> float:
 
 
 def power_wording(name: str, value: float, p: float, *, alpha: float, n_groups: int, n_rows: int,
-                  mde: float | None = None, p_adjusted: float | None = None) -> str:
-    """One line: significant, or not significant with the power at this n (never "no effect")."""
+                  mde: float | None = None, p_adjusted: float | None = None, null: str = "flip-null",
+                  units: str = "groups") -> str:
+    """One line: significant, or not significant with the power at this n (never "no effect"). ``null`` names
+    the randomization (``flip-null``, ``group-permutation``, ...), ``units`` the unit of inference."""
     padj = "" if p_adjusted is None else f", Holm-adjusted {p_adjusted:.3g}"
-    base = f"{name} = {value:.3g} (flip-null p = {p:.3g}{padj}; {n_groups} groups, {n_rows} rows)"
+    base = f"{name} = {value:.3g} ({null} p = {p:.3g}{padj}; {n_groups} {units}, {n_rows} rows)"
     p_use = p if p_adjusted is None else p_adjusted
     if math.isfinite(p_use) and p_use <= alpha:
         return f"{base}: significant at alpha {alpha:g}"
     tail = f"; minimum detectable value at 80% power ~ {mde:.2g}" if mde is not None and math.isfinite(mde) else ""
-    return f"{base}: not significant at {n_groups} groups{tail}"
+    return f"{base}: not significant at {n_groups} {units}{tail}"
+
+
+def check_split_overlap(train_groups: Any, eval_groups: Any, *, what: str = "train/eval splits",
+                        names: tuple[str, str] = ("train", "eval")) -> None:
+    """Refuse two splits that share a group: latents chosen on one split and measured on the other would be
+    measured on the prompts that chose them (the builder never does this; a user dataset may)."""
+    if train_groups is None or eval_groups is None:
+        return
+    shared = sorted({str(v) for v in train_groups} & {str(v) for v in eval_groups})
+    if shared:
+        show = ", ".join(repr(v) for v in shared[:10]) + (f" and {len(shared) - 10} more" if len(shared) > 10 else "")
+        raise ValueError(
+            f"{what}: {len(shared)} group(s) appear in both {names[0]!r} and {names[1]!r}: {show}. Selection and "
+            "measurement must use different prompts; re-split the dataset by group (every row of a question and its "
+            "role-swapped twins in one split), e.g. with gemma4_saelens_ext.behavior.pools.split_groups, or drop the "
+            "shared groups.")
