@@ -81,20 +81,46 @@ def layout_pool(seed, *, layout="constant", n_groups=24, sizes=(2, 20), honest_s
             n1 = int(np.clip(rng.binomial(n, honest_share), 1, n - 1))
             lab = np.r_[np.ones(n1, dtype=int), np.zeros(n - n1, dtype=int)]
         base = group_scale * sparse(k) + (fam_eff[fam_of[q]] if n_families else 0.0)
-        words = [sparse(k), sparse(k)]
-        for i in range(n):
-            if within == "words":
-                v = base + words[lab[i]] * (1 + 0.15 * rng.standard_normal(k)) + 0.15 * sparse(k)
-            else:
-                v = base + sparse(k)
-            X.append(np.maximum(v, 0.0))
-            y.append(lab[i])
-            g.append(f"q{q}")
-            f.append(f"fam{fam_of[q]}")
-    X, y = np.asarray(X), np.asarray(y)
+        if within == "words":
+            words = np.stack([sparse(k), sparse(k)])[lab]
+            v = base + words * (1 + 0.15 * rng.standard_normal((n, k))) + 0.15 * sparse((n, k))
+        else:
+            v = base + sparse((n, k))
+        X.append(np.maximum(v, 0.0))
+        y.append(lab)
+        g += [f"q{q}"] * n
+        f += [f"fam{fam_of[q]}"] * n
+    X, y = np.concatenate(X), np.concatenate(y)
     if planted:
         X[:, 0] += planted * y
     if topk:
         cut = -np.sort(-X, axis=1)[:, topk - 1 : topk]
         X = np.where(X >= cut, X, 0.0)
     return X.astype(np.float32), y, np.asarray(g), np.asarray(f)
+
+
+def twin_pool(seed, sample_seed=0, *, n_questions=10, per_cell=4, n_latents=64, planted=0.0, density=0.6,
+              shared=0.3, noise=0.15):
+    """:func:`clustered_pool`'s design with the structure (questions, role-swapped prompts, answer words, cluster
+    centres) drawn from ``seed`` and the completions from ``sample_seed``: ``twin_pool(seed, s2)`` re-generates
+    the same prompts' completions, as the stability family does at seeds 101, 107, 113."""
+    srng, crng = np.random.default_rng(seed), np.random.default_rng([seed, sample_seed])
+
+    def sparse(rng, size):
+        return np.where(rng.random(size) < density, rng.exponential(1.0, size), 0.0)
+
+    rows, y, groups = [], [], []
+    for q in range(n_questions):
+        words = [sparse(srng, n_latents), sparse(srng, n_latents)]
+        for role in (0, 1):
+            prompt = sparse(srng, n_latents)
+            for w in (0, 1):
+                centre = shared * (prompt + words[w]) + sparse(srng, n_latents)
+                honest = int(w == role)
+                v = centre * (1 + noise * crng.standard_normal((per_cell, n_latents)))
+                v = np.maximum(v + noise * sparse(crng, (per_cell, n_latents)), 0.0)
+                v[:, 0] += planted * honest
+                rows.append(v)
+                y += [honest] * per_cell
+                groups += [f"q{q}"] * per_cell
+    return np.concatenate(rows).astype(np.float32), np.asarray(y), np.asarray(groups)

@@ -23,6 +23,7 @@ units, not rows (``benchmarks/bench_dvalues.py``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,15 +49,16 @@ class CellMoments:
     """Per-(group, label) sums of a column-centred matrix: everything a flip or a group resample needs."""
 
     def __init__(self, acts: Any, y: Any, groups: Any = None, *, codes: np.ndarray | None = None,
-                 cell_weights: np.ndarray | None = None):
+                 cell_weights: np.ndarray | None = None, n_groups: int | None = None):
         """``codes`` (integer unit codes 0..G-1) replace ``groups``; ``cell_weights`` [G, 2] weight each unit's
-        deceptive (column 0) and honest (column 1) rows (a null design's balance weights)."""
+        deceptive (column 0) and honest (column 1) rows (a null design's balance weights); ``n_groups``: G when
+        some units have no rows here (a resample)."""
         x = S._as_2d_float(acts)
         self.y = np.asarray(y).astype(np.int64)
         if x.shape[0] != len(self.y):
             raise ValueError(f"acts has {x.shape[0]} rows but y has {len(self.y)} labels")
         codes = G.group_codes(groups, len(self.y)) if codes is None else np.asarray(codes, dtype=np.int64)
-        self.n_groups = int(codes.max()) + 1 if len(codes) else 0
+        self.n_groups = max(int(codes.max()) + 1 if len(codes) else 0, n_groups or 0)
         cell = codes * 2 + self.y
         n_cells = 2 * self.n_groups
         # per-cell sums of the column-centred data in float64, a block of columns at a time (bounded temporaries),
@@ -322,7 +324,11 @@ def replication_analysis(
     null = np.concatenate(_chunked(cm.flipped_d, design.flips, lambda dd: (sign[None, :] * dd).max(1)))
     p = design.p_value(stat, null)
     boot = cm.resampled_d(design.bootstrap_counts(n_bootstrap, seed + 1))
-    cis = [S.percentile_ci(boot[:, j]) for j in range(len(latents))]
+    fin = np.where(np.isfinite(boot), boot, np.nan)  # percentile intervals of every latent at once
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a latent with no finite resample: (nan, nan)
+        qs = np.nanquantile(fin, [0.025, 0.975], axis=0)
+    cis = [(float(a), float(b)) for a, b in qs.T]
     jbest = int(np.argmax(signed))
     tmax = (sign[None, :] * boot).max(1)
     se = float(np.std(tmax[np.isfinite(tmax)])) if np.isfinite(tmax).sum() > 1 else float("nan")

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from gemma4_saelens_ext.evals import groups as G
-from gemma4_saelens_ext.evals.layout import CONSTANT, UNBALANCED, LabelLayout, classify_layout
+from gemma4_saelens_ext.evals.layout import CONSTANT, LabelLayout, classify_layout
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NullDesign", "null_design", "PermutationTest", "grouped_permutation_test", "auroc", "auroc_test"]
+__all__ = ["NullDesign", "null_design", "balance_cell_weights", "PermutationTest", "grouped_permutation_test", "auroc", "auroc_test"]
 
 ALTERNATIVES = ("greater", "less", "two-sided")
 
@@ -148,6 +148,17 @@ def _combos(n: int, k: int) -> np.ndarray:
     return out
 
 
+def balance_cell_weights(n_honest: Any, n_deceptive: Any) -> np.ndarray:
+    """``[G, 2]`` balance weights of each unit's deceptive (column 0) and honest (column 1) rows: ``2 n_hon / n``
+    and ``2 n_dec / n`` in a unit holding both labels (1 when they are 1:1), 1 in a one-label or empty unit."""
+    n1, n0 = np.asarray(n_honest, dtype=np.float64), np.asarray(n_deceptive, dtype=np.float64)
+    cw = np.ones((len(n1), 2))
+    mixed = (n1 > 0) & (n0 > 0)
+    cw[mixed, 1] = 2 * n0[mixed] / (n1 + n0)[mixed]
+    cw[mixed, 0] = 2 * n1[mixed] / (n1 + n0)[mixed]
+    return cw
+
+
 def null_design(
     y: Any,
     groups: Any = None,
@@ -188,11 +199,7 @@ def null_design(
         flips = np.zeros((B, Gn), dtype=np.int8)
         flips[:, const] = rng.permuted(np.broadcast_to(yc, (B, len(const))), axis=1) ^ yc[None, :]
         flips[:, mixed] = rng.random((B, m)) < 0.5
-    cw = np.ones((Gn, 2))
-    unb = lay.unit_kind == UNBALANCED
-    tot = (lay.n_honest + lay.n_deceptive).astype(np.float64)
-    cw[unb, 1] = 2 * lay.n_deceptive[unb] / tot[unb]
-    cw[unb, 0] = 2 * lay.n_honest[unb] / tot[unb]
+    cw = balance_cell_weights(lay.n_honest, lay.n_deceptive)
     weights = cw[lay.codes, y]
     complement = len(const) == 0 or 2 * h == len(const)
     one = 1.0 / total

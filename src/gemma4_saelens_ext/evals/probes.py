@@ -121,8 +121,11 @@ def _cv_oof(est: Any, X: Any, y: np.ndarray, folds: list[tuple[np.ndarray, np.nd
         m = clone(est)
         Xtr = [X[i] for i in tr] if isinstance(X, list) else X[tr]
         Xte = [X[i] for i in te] if isinstance(X, list) else X[te]
-        _fit(m, Xtr, y[tr], None if w is None else w[tr])
-        p = m.predict_proba(Xte)[:, 1]
+        if len(np.unique(y[tr])) < 2:  # a null labelling can leave one class in training: predict it
+            p = np.full(len(te), float(y[tr].mean()))
+        else:
+            _fit(m, Xtr, y[tr], None if w is None else w[tr])
+            p = m.predict_proba(Xte)[:, 1]
         proba[te] = p
         fold_bacc.append(balanced_accuracy(y[te], (p >= 0.5).astype(int), None if w is None else w[te]))
     return proba, fold_bacc
@@ -154,7 +157,7 @@ def _unit_bootstrap_ci(stat: Any, design: NullDesign, n_bootstrap: int, seed: in
 
 def grouped_folds(y: np.ndarray, groups: Any, n_splits: int, seed: int, *, what: str = "probe") -> list[tuple[np.ndarray, np.ndarray]]:
     """``StratifiedGroupKFold`` folds (every group wholly in one test fold); an error when there are fewer groups
-    than folds or a test fold would hold one class only."""
+    than folds; a test fold holding one class only is logged (``what=""``: quietly, as in the null's refits)."""
     codes = G.group_codes(groups, len(y))
     n_groups = int(codes.max()) + 1
     if n_groups < n_splits:
@@ -162,24 +165,29 @@ def grouped_folds(y: np.ndarray, groups: Any, n_splits: int, seed: int, *, what:
                          f"n_splits={max(n_groups, 2)} or add prompts/questions.")
     folds = list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, codes))
     for k, (_, te) in enumerate(folds):
-        if len(np.unique(y[te])) < 2:
+        if what and len(np.unique(y[te])) < 2:
             logger.info("%s: grouped test fold %d holds one class only (balanced accuracy uses its recall)", what, k)
     return folds
 
 
-def _null(est: Any, X: Any, y: np.ndarray, design: NullDesign | None, folds: list, w: np.ndarray | None,
-          n_splits: int, n_permutations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Balanced accuracy and AUROC of the CV refit under each null labelling: the design's draws on the same
-    folds, or (no design) shuffled rows with new stratified folds."""
+def _null(est: Any, X: Any, y: np.ndarray, design: NullDesign | None, folds: list, fold_ids: Any,
+          w: np.ndarray | None, n_splits: int, n_permutations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced accuracy and AUROC of the whole CV procedure under each null labelling (the design's draws, or
+    shuffled rows without a design): folds are made again from each labelling, as from the observed one, so the
+    observed and the null statistics are the same function of the labels."""
     if design is None:
         rng = np.random.default_rng(seed + 1)
         labels = [rng.permutation(y) for _ in range(n_permutations)]
     else:
         labels = list(design.labels().astype(np.int64))
+    # flips of 1:1 units leave every unit's class counts, hence the stratified folds, as observed
+    same_folds = design is not None and design.layout.kind == "balanced_within"
     null_b, null_a = np.empty(len(labels)), np.empty(len(labels))
     for b, yp in enumerate(labels):
-        pf = folds if design is not None else list(
-            StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(yp)), yp))
+        if design is None:
+            pf = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(yp)), yp))
+        else:
+            pf = folds if same_folds else grouped_folds(yp, fold_ids, n_splits, seed, what="")
         pp, fb = _cv_oof(est, X, yp, pf, w)
         null_b[b], null_a[b] = np.mean(fb), _auroc(yp, pp, w)
     return null_b, null_a
@@ -216,7 +224,7 @@ def cross_validated_probe(
     n1, n0 = check_cv_labels(y, n_splits, what=name)
     warns = S.class_size_warnings(y, min_class_size, what=name)
     est = estimator if estimator is not None else default_probe(seed)
-    design, w = None, None
+    design, w, fold_ids = None, None, None
     if groups is None and clusters is None and layout is None:
         folds = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
         n_groups = len(y)
@@ -224,8 +232,9 @@ def cross_validated_probe(
         design = null_design(y, groups, n_permutations=n_permutations, seed=seed + 1, clusters=clusters,
                              layout=layout)
         n_groups = design.layout.n_groups
-        same = clusters is None and layout is None  # the caller's ids: the same folds as before layouts existed
-        folds = grouped_folds(y, groups if same else design.codes, n_splits, seed, what=name)
+        # prompt groups as the unit: fold on the caller's ids (the same folds as before layouts existed)
+        fold_ids = groups if groups is not None and design.layout.unit == "prompt group" else design.codes
+        folds = grouped_folds(y, fold_ids, n_splits, seed, what=name)
         w = design.weights if design.layout.n_unbalanced else None
         msg = design.unreachable_warning(alpha, name)
         if msg:
@@ -235,7 +244,7 @@ def cross_validated_probe(
     auc = _auroc(y, proba, w)
     # the null refits the validated arrays many times: scikit-learn's per-call validation is skipped there
     with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-        null_b, null_a = _null(est, X, y, design, folds, w, n_splits, n_permutations, seed)
+        null_b, null_a = _null(est, X, y, design, folds, fold_ids, w, n_splits, n_permutations, seed)
     pred = (proba >= 0.5).astype(int)
 
     def stat_b(idx: np.ndarray) -> float:
