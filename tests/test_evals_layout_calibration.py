@@ -102,10 +102,10 @@ def _reference_p(x, y, unit, kind: str, seed: int) -> float:
 
 POWER = [  # (case, planted shift on latent 0 of honest rows, reference for mixed units)
     ("one label per group, 25/75, sizes 1-20", 1.8, "within"),
-    ("mixed 1:1 in every group (the builder's), label follows the word", 0.6, "flip"),
+    ("mixed 1:1 in every group (the builder's), label follows the word", 0.8, "flip"),
     ("mixed 25/75, sizes 2-20, exchangeable rows", 0.6, "within"),
     ("combination: half one-label, half mixed 25/75", 1.2, "within"),
-    ("labels per family (8 families), groups per prompt", 2.5, "within"),
+    ("labels per family (8 families), groups per prompt", 3.5, "within"),
     ("sparse TopK-like latents (8 of 128), mixed 25/75", 1.5, "within"),
 ]
 
@@ -156,7 +156,8 @@ def test_invalid_schemes_fail_where_they_should():
     assert shuf >= 0.8 and good <= MAX_FPR, (shuf, good)
 
 
-@pytest.mark.parametrize("case", ["one label per group, 25/75, sizes 1-20", "mixed 25/75, sizes 2-20, exchangeable rows",
+@pytest.mark.parametrize("case", ["one label per group, 25/75, sizes 1-20",
+                                  "mixed 25/75, sizes 2-20, exchangeable rows",
                                   "labels per family (8 families), groups per prompt"])
 def test_probe_null_calibrated_on_new_layouts(case):
     """The probe refits its grouped folds under the layout's randomization (balance-weighted fits on mixed

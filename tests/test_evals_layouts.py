@@ -177,3 +177,38 @@ def test_splits_sharing_a_group_are_refused():
         replication_analysis(x, y, np.ones(3), groups=["q2", "q2", "q3", "q3", "q4", "q4", "q5", "q5"],
                              train_groups=["q0", "q1", "q2"])
     G.check_split_overlap(["a"], ["b"])  # disjoint: fine
+
+
+def test_make_split_detects_a_family_cluster_or_takes_a_named_one():
+    from gemma4_saelens_ext.evals.context import make_split
+
+    rows = [{"prompt_id": f"p{i // 2}", "family": f"f{i // 4}", "label": "honest" if (i // 4) % 2 else "deceptive",
+             "scenario": "s"} for i in range(16)]
+    y = np.array([int(r["label"] == "honest") for r in rows])
+    warns: list[str] = []
+    sp = make_split("train", rows, y, warnings=warns)
+    lay = sp.layout()
+    assert sp.cluster_source == "family" and lay.unit == "family" and lay.n_groups == 4 and lay.n_input_groups == 8
+    assert any("constant within each family" in w for w in warns) and "family is the unit" in lay.unit_reason
+    assert sp.subset(np.arange(8)).layout().n_groups == 2  # subsets keep the clusters
+    assert make_split("train", rows, y, detect_cluster=False).layout().unit == "prompt group"
+    named = make_split("train", rows, y, cluster="scenario")
+    assert named.layout().n_groups == 1 and "stats.cluster = 'scenario'" in named.layout().unit_reason
+    with pytest.raises(ValueError, match=r"stats.cluster = 'source_file': 16 row\(s\) of split 'train' have no"):
+        make_split("train", rows, y, cluster="source_file")
+
+
+def test_suite_refuses_train_and_eval_sharing_a_group(tmp_path):
+    import json
+
+    from gemma4_saelens_ext.evals.suite import load_suite, run_suite
+
+    rows = [{"split": sp, "group": g, "prompt_id": f"{g}.{sp}", "prompt": "Q: ", "completion": c, "label": lab}
+            for sp, groups in (("train", ["q1", "q2", "q3"]), ("eval", ["q3", "q4", "q5"])) for g in groups
+            for c, lab in (("yes", "honest"), ("no", "deceptive"))]
+    path = tmp_path / "ds.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = load_suite("evals/demo.yaml")
+    cfg.dataset.scripted_families, cfg.dataset.path = None, str(path)
+    with pytest.raises(ValueError, match=r"dataset: 1 group\(s\) appear in both 'train' and 'eval': 'q3'"):
+        run_suite(cfg, output_dir=str(tmp_path / "out"))

@@ -1,6 +1,7 @@
 """Behavior evals for SAEs: one module per family, pure statistics apart from model I/O.
 
 * :mod:`.stats` — Cohen's d over all latents, permutation nulls, bootstrap CIs, verdicts (pure)
+* :mod:`.layout`, :mod:`.nulls` — the label layout, the null valid for it, and a generic grouped permutation test
 * :mod:`.reconstruction` — EV / L0 / alive / MSE and LM loss with the SAE spliced in
 * :mod:`.probes` — stratified k-fold logistic probes + lexical baseline + permutation null
 * :mod:`.steering` — SAE-decoded direction, alpha sweep, monotonicity statistics

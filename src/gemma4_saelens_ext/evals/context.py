@@ -3,7 +3,8 @@ pooled the way the SAE was trained (see :func:`encode_unit`).
 
 A :class:`Split` is built once per split name: rows with an honest/deceptive label, ``y`` (1 = honest), the group
 id of each row (:func:`gemma4_saelens_ext.evals.groups.resolve_groups`), a coarser cluster when one is named or
-detected (:func:`make_split`), raw pooled activations and the SAE's latents. Row limits take a seeded sample of whole groups (never the first rows of a file sorted by prompt id).
+detected (:func:`make_split`), raw pooled activations and the SAE's latents. Row limits take a seeded sample of
+whole groups (never the first rows of a file sorted by prompt id).
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ from gemma4_saelens_ext.evals.layout import CONSTANT, LabelLayout, classify_layo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NullDesign", "null_design", "balance_cell_weights", "PermutationTest", "grouped_permutation_test", "auroc", "auroc_test"]
+__all__ = ["NullDesign", "null_design", "balance_cell_weights", "PermutationTest", "grouped_permutation_test", "auroc",
+           "auroc_test"]
 
 ALTERNATIVES = ("greater", "less", "two-sided")
 

@@ -271,7 +271,8 @@ def cross_validated_probe(
     else:
         se = float(np.std(fold_bacc)) / np.sqrt(len(fold_bacc))
         words = G.power_wording(f"{name} balanced accuracy", bacc, p_b, alpha=alpha, n_groups=n_groups,
-                                n_rows=n1 + n0, mde=G.min_detectable(q95, se), null=design.short_name, units=design.units)
+                                n_rows=n1 + n0, mde=G.min_detectable(q95, se), null=design.short_name,
+                                units=design.units)
         null_name = design.name
     unit = "rows; assumes independent rows" if design is None else f"whole {design.layout.unit}s"
     return ProbeResult(

@@ -75,10 +75,14 @@ def _sizes(r: dict[str, Any]) -> list[str]:
     L = ["Sample sizes and label layout (the prompt group, or a coarser cluster, is the unit of inference)", "",
          "split | honest | deceptive | groups | groups from | unit of inference | label layout",
          "---|---|---|---|---|---|---"]
-    L += [f"{k} | {v.get('honest', '')} | {v.get('deceptive', '')} | {v.get('groups', '')} | {groups_from.get(k, '')} | "
-          f"{lay.get(k, {}).get('n_groups', '')} {lay.get(k, {}).get('unit', '')} | {lay.get(k, {}).get('description', '')}"
-          for k, v in sizes.items() if "honest" in v]
-    L += [f"  • {k}: unit = {v['unit']}: {v['unit_reason']}" for k, v in lay.items() if v.get("unit") != "prompt group"]
+    for k, v in sizes.items():
+        if "honest" in v:
+            lk = lay.get(k, {})
+            L.append(f"{k} | {v['honest']} | {v.get('deceptive', '')} | {v.get('groups', '')} | "
+                     f"{groups_from.get(k, '')} | {lk.get('n_groups', '')} {lk.get('unit', '')} | "
+                     f"{lk.get('description', '')}")
+    L += [f"  • {k}: unit = {v['unit']}: {v['unit_reason']}" for k, v in lay.items()
+          if v.get("unit") != "prompt group"]
     return L + [""]
 
 
@@ -100,7 +104,8 @@ def _dvalues(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
         return []
     L = ["d measurements (Cohen's d honest vs deceptive, pooled SD; null = the randomization valid for each split's "
          "label layout, named below; CI and min. detectable d from the bootstrap of d_max itself)", "",
-         "split | n (H/D) | groups | d_max | 95% CI (top latent) | chance d_max (mean / 95th pct) | p | count abs(d)>1 | p | "
+         "split | n (H/D) | units | d_max | 95% CI (of the max) | chance d_max (mean / 95th pct) | p | count abs(d)>1 "
+         "| p | "
          "min. detectable d (80%)", "---|---|---|---|---|---|---|---|---|---"]
     for k, v in dv["splits"].items():
         L.append(f"{k} | {v['n_pos']}/{v['n_neg']} | {v['n_groups']} | {_f(v['d_max'])} | {_ci(v['d_max_ci'])} | "
@@ -155,11 +160,12 @@ def _stability(r: dict[str, Any]) -> list[str]:
         return []
     L = [f"Stability ({stab['mode']}; noise = the reference's null, {stab.get('null', '')}, applied to the reference "
          "and each re-sample together)", "",
-         "seed | d_max | replicated d (top latents) | noise 95th pct | p | top overlap (noise mean) | abs delta d_max | "
-         "verdict", "---|---|---|---|---|---|---|---"]
+         "seed | d_max | replicated d (top latents) | noise 95th pct | p | top overlap (noise mean) | abs delta "
+         "d_max | verdict", "---|---|---|---|---|---|---|---"]
     for row in stab["rows"]:
         L.append(f"{row['seed']} | {_f(row['d_max'])} | {_f(row.get('replicated_d'))} | {_f(row.get('noise_q95'))} | "
-                 f"{_f(row.get('p'), 4)} | {row['top_overlap']}/{row['top_n']} ({_f(row.get('noise_overlap_mean'), 1)}) "
+                 f"{_f(row.get('p'), 4)} | {row['top_overlap']}/{row['top_n']} "
+                 f"({_f(row.get('noise_overlap_mean'), 1)}) "
                  f"| {_f(row['abs_delta'])} | {row['verdict']} (n={row['n_pos']}/{row['n_neg']}, {row['n_groups']} "
                  "groups)")
     return L + ["", f"  • reference d_max = {_f(stab['reference_d_max'])} (p = {_f(stab.get('reference_p'), 4)}); "
@@ -180,8 +186,9 @@ def _steering(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
          "alpha | honest_rate | decisive | ambiguous_rate (incoherence)", "---|---|---|---"]
     for a, row in zip(sg["alphas"], sg["per_alpha"]):
         L.append(f"{a:+.1f} | {_f(row['honest_rate'])} | {row['n_decisive']} | {_f(row['ambiguous_rate'])}")
-    L += ["", f"  • slope {_f(sg['slope']['slope'])} (95% group-bootstrap CI {_ci(sg['slope_ci'])}, exact permutation "
-          f"p = {_f(sg['slope']['p'], 4)}; rank p among {sg.get('n_random_directions', 'n/a')} random directions = "
+    L += ["", f"  • slope {_f(sg['slope']['slope'])} (95% group-bootstrap CI {_ci(sg['slope_ci'])}, exact "
+          f"permutation p = {_f(sg['slope']['p'], 4)}; rank p among {sg.get('n_random_directions', 'n/a')} random "
+          "directions = "
           f"{_f(sg.get('random_rank_p'), 4)}, both in the Holm family); Spearman rho = {_f(sg['spearman']['rho'])} "
           f"(p = {_f(sg['spearman']['p'], 4)})",
           f"  • {sg['verdict']}", f"  • Control: {sg['control_verdict']}",

@@ -136,26 +136,28 @@ def _safe_ratio(diff: np.ndarray, sd: np.ndarray, eps: float) -> np.ndarray:
 def cohens_d(acts: Any, y: Any, *, weights: Any = None, eps: float = 1e-8) -> np.ndarray:
     """Per-latent Cohen's d (pooled SD), vectorized over latents. ``acts`` [n, k], ``y`` 0/1 [n] -> [k] float64.
 
-    Two-pass formula in float64, so large activation offsets do not cancel. ``weights`` [n] (frequency weights,
-    e.g. a null design's balance weights): weighted class means and squared deviations, ``n`` -> sum of weights."""
-    x = _as_2d_float(acts).astype(np.float64, copy=False)
+    Two-pass formula in float64 (1024 columns at a time: bounded temporaries), so large activation offsets do not
+    cancel. ``weights`` [n] (frequency weights, e.g. a null design's balance weights): weighted class means and
+    squared deviations, ``n`` -> sum of weights."""
+    x = _as_2d_float(acts)
     y = np.asarray(y).astype(bool)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"acts has {x.shape[0]} rows but y has {y.shape[0]} labels")
     check_binary_labels(y.astype(int), what="cohens_d")
-    a, b = x[y], x[~y]
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
-    if w is None or np.all(w == 1):
-        n1, n0 = a.shape[0], b.shape[0]
-        m1, m0 = a.mean(0), b.mean(0)
-        ss = ((a - m1) ** 2).sum(0) + ((b - m0) ** 2).sum(0)
-    else:
-        wa, wb = w[y], w[~y]
-        n1, n0 = wa.sum(), wb.sum()
-        m1, m0 = wa @ a / n1, wb @ b / n0
-        ss = wa @ (a - m1) ** 2 + wb @ (b - m0) ** 2
-    sd = np.sqrt(ss / (n1 + n0 - 2))
-    return _safe_ratio(m1 - m0, sd, eps)
+    w = None if w is None or np.all(w == 1) else w
+    n1, n0 = (int(y.sum()), int((~y).sum())) if w is None else (w[y].sum(), w[~y].sum())
+    out = np.empty(x.shape[1])
+    for j in range(0, x.shape[1], 1024):
+        a, b = x[y, j : j + 1024].astype(np.float64), x[~y, j : j + 1024].astype(np.float64)
+        if w is None:
+            m1, m0 = a.mean(0), b.mean(0)
+            ss = ((a - m1) ** 2).sum(0) + ((b - m0) ** 2).sum(0)
+        else:
+            m1, m0 = w[y] @ a / n1, w[~y] @ b / n0
+            ss = w[y] @ (a - m1) ** 2 + w[~y] @ (b - m0) ** 2
+        out[j : j + 1024] = _safe_ratio(m1 - m0, np.sqrt(ss / (n1 + n0 - 2)), eps)
+    return out
 
 
 def weighted_cohens_d(x: np.ndarray, w1: np.ndarray, w0: np.ndarray | None = None, *, x2: np.ndarray | None = None,
