@@ -111,8 +111,13 @@ class NullDesign:
         p = self.smallest_p(alternative)
         if p <= alpha:
             return None
+        if self.layout.n_constant == 0:  # flips: 2/2^G (1/2^G one-sided) must reach alpha
+            need = next(g for g in range(1, 64) if (2.0 if alternative == "two-sided" else 1.0) / 2**g <= alpha)
+            more = f"need >= {need} {self.units}"
+        else:
+            more = f"more {self.units} are needed"
         msg = (f"{what}: {self.layout.description}; the smallest reachable p under {self.name} is {p:.3g} > alpha "
-               f"{alpha:g}, so nothing can be significant (more {_noun(self.layout)}s are needed)")
+               f"{alpha:g}, so nothing can be significant ({more})")
         logger.warning(msg)
         return msg
 
