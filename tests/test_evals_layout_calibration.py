@@ -163,7 +163,7 @@ def test_probe_null_calibrated_on_new_layouts(case):
     """The probe refits its grouped folds under the layout's randomization (balance-weighted fits on mixed
     unbalanced groups; whole families when labels are constant per family)."""
     est = LogisticRegression(solver="liblinear")
-    conf = dict(CASES[case], n_latents=8)
+    conf = dict(CASES[case], n_latents=8, n_groups=16, sizes=(1, 12))
     rej = []
     for s in range(100):
         x, y, g, f = layout_pool(s, **conf)
