@@ -7,11 +7,11 @@ Launch::
         --texts prompts.txt --out runs/acts/L12_mean.safetensors
 
 Every rank loads the model (rank 0 first, so derived checkpoints are built once), takes a disjoint, deterministic
-slice of the work, runs :func:`gemma4_saelens_ext.source.activations`, and writes its own shard
+slice of the work, runs :func:`gemma4_saelens_ext.activations.source.activations`, and writes its own shard
 (``<out>.shards/rank{r}-of-{w}.safetensors``, atomic tmp + ``os.replace``). After a barrier rank 0 merges the shards
 into ``<out>`` in the original text order.
 
-**Slicing.** Texts are length-sorted exactly as :func:`~gemma4_saelens_ext.source.activations` sorts them and cut into
+**Slicing.** Texts are length-sorted exactly as :func:`~gemma4_saelens_ext.activations.source.activations` sorts them and cut into
 batches of ``batch_size``; rank ``r`` takes batches ``r, r + w, r + 2w, ...``. Slicing whole batches (rather than texts
 ``i::w``) keeps every padded batch identical to the single-process run, so fp32 results are bit-for-bit equal to
 ``activations(lm, texts, layer, batch_size=...)`` on one process; striding over length-sorted batches also balances

@@ -76,6 +76,12 @@ class StatsSpec:
     """Significance level (the primary test, and the Holm-adjusted others)."""
     row_level_diagnostic: bool = True
     """Also report the row-level null on the eval split, labelled as a diagnostic (it assumes independent rows)."""
+    cluster: str | None = None
+    """A row column (e.g. family, scenario, source_file) that is the unit of inference, joined with the prompt
+    groups: every null, bootstrap and fold then works on whole clusters. None: detected (the first of family,
+    scenario, source_file, source within which the labels are constant; see docs/evals.md)."""
+    detect_cluster: bool = True
+    """With ``cluster`` unset, look for a coarser column within which the labels are constant and use it."""
 
 
 @dataclass
@@ -150,8 +156,9 @@ class SteeringSpec:
     """Prompts steered, a seeded sample of whole groups."""
     judge: str = "keyword"
     """Judge of the steered completions (``keyword`` or ``llm:NAME``)."""
-    n_random_directions: int = 8
-    """Control directions: this many random unit directions at the same scale."""
+    n_random_directions: int = 19
+    """Control directions: this many random unit directions at the same scale; the SAE direction's rank among them
+    is a test whose smallest p is 1/(1 + n): 19 or more lets it reach 0.05."""
     mean_difference: bool = True
     """Also sweep the raw mean-difference direction."""
     scale: str = "residual_norm"

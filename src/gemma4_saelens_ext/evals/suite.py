@@ -58,6 +58,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
     from gemma4_saelens_ext.evals import report as REP
     from gemma4_saelens_ext.evals.context import SuiteContext, labelled_split
     from gemma4_saelens_ext.evals.data import load_rows, scripted_rows
+    from gemma4_saelens_ext.evals.groups import check_split_overlap
     from gemma4_saelens_ext.evals.families import FAMILIES, run_families
     from gemma4_saelens_ext.evals.saeio import (
         check_before_loading, check_sae_matches, encode_unit, load_sae, sae_layer, train_suite_sae,
@@ -89,16 +90,19 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
         get = lambda s: load_rows(cfg.dataset.path, s)  # noqa: E731
         report["dataset"] = {"kind": "built", "path": cfg.dataset.path}
     ds = cfg.dataset
-    train = labelled_split(ds.train_split, get(ds.train_split), max_rows=ds.max_rows_per_split, seed=cfg.seed,
-                           warnings=warnings)
-    evs = labelled_split(ds.eval_split, get(ds.eval_split), max_rows=ds.max_rows_per_split, seed=cfg.seed,
-                         warnings=warnings)
+    ckw = dict(max_rows=ds.max_rows_per_split, seed=cfg.seed, warnings=warnings, cluster=cfg.stats.cluster,
+               detect_cluster=cfg.stats.detect_cluster)
+    train = labelled_split(ds.train_split, get(ds.train_split), **ckw)
+    evs = labelled_split(ds.eval_split, get(ds.eval_split), **ckw)
+    # latents are chosen on train and measured on eval: a prompt group in both would measure its own selection
+    check_split_overlap(train.groups, evs.groups, what="dataset", names=(ds.train_split, ds.eval_split))
     if cfg.probes.enabled:
         P.check_cv_labels(evs.y, cfg.probes.n_splits, what=f"probes on split {ds.eval_split!r}")
-        if evs.n_groups < cfg.probes.n_splits:
-            raise ValueError(f"probes on split {ds.eval_split!r}: {evs.n_groups} prompt groups but "
+        lay = evs.layout()
+        if lay.n_groups < cfg.probes.n_splits:
+            raise ValueError(f"probes on split {ds.eval_split!r}: {lay.n_groups} {lay.unit}s but "
                              f"{cfg.probes.n_splits}-fold grouped CV needs >= {cfg.probes.n_splits}; use "
-                             f"probes.n_splits={max(2, evs.n_groups)} or add prompts.")
+                             f"probes.n_splits={max(2, lay.n_groups)} or add prompts.")
     iv_rows: list[dict] = []
     if cfg.control.enabled and ds.input_variation_split:
         try:
@@ -108,6 +112,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
     report["dataset"]["sizes"] = {s.name: s.sizes() for s in (train, evs)}
     report["dataset"]["sizes"]["input_variation"] = {"rows": len(iv_rows)}
     report["dataset"]["groups_from"] = {s.name: s.group_source for s in (train, evs)}
+    report["dataset"]["layout"] = {s.name: s.layout().to_dict() for s in (train, evs)}
 
     # ---- SAE (trained first when the suite says so), then the model (shape/layer checks before long work)
     if "train" in cfg.sae:

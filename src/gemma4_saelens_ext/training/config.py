@@ -22,7 +22,7 @@ runner:           # any LanguageModelSAERunnerConfig field
 
 ``model_name`` / ``hook_name`` / ``model_class_name`` in the runner config are derived from the ``model`` section
 (hook names are TransformerLens-style), and the model is passed as ``override_model``: our
-:class:`~gemma4_saelens_ext.source.Gemma4ActivationSource`. W&B is off unless ``runner.logger.log_to_wandb: true``.
+:class:`~gemma4_saelens_ext.activations.source.Gemma4ActivationSource`. W&B is off unless ``runner.logger.log_to_wandb: true``.
 """
 
 from __future__ import annotations
