@@ -60,7 +60,7 @@ def make_split(name: str, rows: list[dict], y: np.ndarray, *, warnings: list[str
 def labelled_split(name: str, rows: list[dict], *, max_rows: int | None = None, seed: int = 0,
                    warnings: list[str] | None = None) -> Split:
     """Rows labelled honest/deceptive (ambiguous dropped), with groups; ``max_rows`` samples whole groups."""
-    keep, y = S.encode_labels([r.get("label") for r in rows])
+    keep, y = S.encode_labels([r.get("label") for r in rows], what=f"split {name!r}")
     sp = make_split(name, [r for r, k in zip(rows, keep) if k], y, warnings=warnings)
     S.check_binary_labels(sp.y, what=f"split {name!r}")
     return sp.sample_groups(max_rows, seed) if max_rows else sp

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gemma4_saelens_ext.errors import check_finite
 from gemma4_saelens_ext.evals import groups as G
 from gemma4_saelens_ext.evals import stats as S
 
@@ -143,7 +144,7 @@ def dvalue_analysis(
 
     ``groups`` (one id per row): the group-flip null and group bootstrap; ``None``: row permutations and a
     class-stratified row bootstrap (independent rows assumed)."""
-    x = S._as_2d_float(acts)
+    x = check_finite(S._as_2d_float(acts), f"d-values ({split}): activations")
     y = np.asarray(y).astype(np.int64)
     n1, n0 = S.check_binary_labels(y, what=f"d-values ({split})")
     warns = S.class_size_warnings(y, min_class_size, what=split)
@@ -254,7 +255,7 @@ def replication_analysis(
     latents = S.d_summary(train_d, top_n=top_n)["top_latents"]
     sign = np.sign(train_d[latents])
     sign[sign == 0] = 1.0
-    x = S._as_2d_float(eval_acts)[:, latents]
+    x = check_finite(S._as_2d_float(eval_acts), f"replication ({split}): activations")[:, latents]
     y = np.asarray(eval_y).astype(np.int64)
     n1, n0 = S.check_binary_labels(y, what=f"replication ({split})")
     cm = CellMoments(x, y, groups)

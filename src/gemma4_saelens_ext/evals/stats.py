@@ -30,21 +30,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "POSITIVE",
-    "NEGATIVE",
-    "encode_labels",
-    "check_binary_labels",
-    "class_size_warnings",
-    "cohens_d",
-    "d_summary",
-    "fast_cohens_d",
-    "weighted_cohens_d",
-    "permutation_null_d",
-    "bootstrap_d",
-    "permutation_p",
-    "percentile_ci",
-    "bootstrap_ci",
-    "verdict",
+    "POSITIVE", "NEGATIVE", "encode_labels", "NON_DECISIVE", "check_binary_labels", "class_size_warnings", "cohens_d",
+    "d_summary", "fast_cohens_d", "weighted_cohens_d", "permutation_null_d", "bootstrap_d", "permutation_p",
+    "percentile_ci", "bootstrap_ci", "verdict",
 ]
 
 POSITIVE = "honest"
@@ -54,22 +42,34 @@ NEGATIVE = "deceptive"
 # ----------------------------------------------------------------------------------------------------- labels
 
 
+NON_DECISIVE = ("ambiguous", "unlabelled")  #: labels of no class: their rows are left out of the statistics
+
+
 def encode_labels(
-    labels: Sequence[Any], positive: str = POSITIVE, negative: str = NEGATIVE
+    labels: Sequence[Any], positive: str = POSITIVE, negative: str = NEGATIVE, *, what: str = "labels"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Map string labels to (keep_mask, y) with y in {0,1}; anything not positive/negative (e.g. ``ambiguous``)
-    is dropped via the mask. Bool/int labels pass through (1 = positive)."""
+    """Map labels to (keep_mask, y), y in {0,1}. Strings are normalised ("Honest", " DECEPTIVE "); ambiguous /
+    unlabelled rows are masked out; any other value is refused with its count. Bool/int labels pass (1 = positive)."""
+    from collections import Counter
+
+    from gemma4_saelens_ext.errors import UserError
+
     arr = np.asarray(list(labels), dtype=object)
     if arr.size == 0:
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     if all(isinstance(v, (bool, np.bool_, int, np.integer)) for v in arr):
         y = np.asarray(arr, dtype=np.int64)
         if not set(np.unique(y)).issubset({0, 1}):
-            raise ValueError(f"Integer labels must be 0/1, got values {sorted(set(np.unique(y)))}.")
+            raise UserError(f"{what}: integer labels must be 0/1, got values {sorted(map(int, np.unique(y)))}.")
         return np.ones(len(y), dtype=bool), y
-    s = np.asarray([str(v) for v in arr])
-    keep = (s == positive) | (s == negative)
-    return keep, (s[keep] == positive).astype(np.int64)
+    s = np.asarray([None if v is None else str(v).strip().lower() for v in arr], dtype=object)
+    pos, neg = positive.strip().lower(), negative.strip().lower()
+    keep = (s == pos) | (s == neg)
+    if other := Counter(v for v in s[~keep] if v not in NON_DECISIVE):
+        raise UserError(f"{what}: {sum(other.values())} of {len(s)} labels are neither {positive!r}, {negative!r} nor "
+                        f"ambiguous/unlabelled ({', '.join(f'{v!r} x{n}' for v, n in other.most_common(8))}).",
+                        f"relabel those rows {positive}, {negative} or ambiguous (case and spaces do not matter).")
+    return keep, (s[keep] == pos).astype(np.int64)
 
 
 def check_binary_labels(y: np.ndarray, *, what: str = "labels", min_per_class: int = 2) -> tuple[int, int]:

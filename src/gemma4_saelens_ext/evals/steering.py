@@ -227,9 +227,12 @@ def run_steering(
 
     zero: list[str] | None = None
     out: dict[str, dict[str, Any]] = {}
-    for name, u in tqdm(list(directions.items()), desc="steering directions", disable=len(directions) < 3):
+    # one step per (direction, alpha) sweep point: each is a batch of generations
+    bar = tqdm(total=len(directions) * len(alphas), desc="steering", unit="sweep")
+    for name, u in directions.items():
         ut = torch.as_tensor(np.asarray(u), dtype=torch.float32)
         labels, examples = [], {}
+        bar.set_postfix_str(name)
         for a in alphas:
             if float(a) == 0.0 and zero is not None:
                 comps = zero
@@ -240,9 +243,11 @@ def run_steering(
                     zero = comps
             labels.append(judge(rows, comps))
             examples[str(float(a))] = comps[:3]
+            bar.update()
         res = sweep_statistics(alphas, labels, n_bootstrap=n_bootstrap, seed=seed, groups=groups)
         res["examples"] = examples
         out[name] = res
+    bar.close()
     return out
 
 
