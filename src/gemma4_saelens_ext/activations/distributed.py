@@ -54,6 +54,7 @@ __all__ = [
     "read_texts",
     "shard_path",
     "run_extract",
+    "check_output_space",
     "cmd_extract",
 ]
 
@@ -280,6 +281,20 @@ def merge_shards(out: str | Path, world_size: int, n_texts: int, *, keep_shards:
 
 
 # ------------------------------------------------------------------------------------------------------------- driver
+def check_output_space(out: str | Path, lm: Any, texts: Sequence[str], spec: ExtractSpec) -> float:
+    """Free disk at ``out`` for the shards plus the merged file (float32; per token for ``pooling="none"``, counted
+    with the tokenizer), checked before the forward passes."""
+    from gemma4_saelens_ext.io import check_disk_space
+
+    if spec.pooling == "none":
+        ids = lm.tokenizer(list(texts), truncation=spec.max_length is not None, max_length=spec.max_length)["input_ids"]
+        rows = sum(len(x) for x in ids)
+    else:
+        rows = len(texts)
+    return check_disk_space(out, 2 * rows * lm.d_model * 4, f"the activations ({rows} x {lm.d_model} float32, "
+                            "shards and merged file)")
+
+
 def run_extract(
     texts: Sequence[str], out: str | Path, spec: ExtractSpec, *, keep_shards: bool = False, progress: bool = True
 ) -> Path | None:
@@ -303,6 +318,8 @@ def run_extract(
         if lm is None:
             lm = load()
         layer = lm.resolve_layer(spec.layer)
+        if rank == 0:
+            check_output_space(out, lm, texts, spec)
         idx, acts = extract_shard(lm, texts, spec, rank, world, progress=progress and rank == 0)
         meta = {
             "model": str(spec.model),

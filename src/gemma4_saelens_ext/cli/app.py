@@ -3,7 +3,7 @@
 FILE.yaml`` reads the same fields from YAML (flags given on the command line win).
 
 One error path (:func:`main`): a user error (:class:`~gemma4_saelens_ext.errors.UserError`, or a ValueError /
-FileNotFoundError / ImportError raised by this package's own checks) anywhere, argument parsing and the configs'
+FileNotFoundError raised by this package's own checks) anywhere, argument parsing and the configs'
 ``__post_init__`` checks included, prints one ``gemma4-sae: error: ...`` paragraph and exits 2; Ctrl-C exits 130
 without a traceback; ``--debug`` shows the traceback of either. Anything else is a bug: its traceback is kept, with
 where to report it, and the exit status is 1. A broken bitsandbytes fails only the quantized precisions.
@@ -113,8 +113,9 @@ def _raised_by_us(e: BaseException) -> bool:
 
 
 def is_user_error(e: BaseException) -> bool:
-    """A mistake the user can fix: a UserError, or a ValueError / FileNotFoundError / ImportError our code raised."""
-    ours = isinstance(e, (ValueError, FileNotFoundError, ImportError)) and _raised_by_us(e)
+    """A mistake the user can fix: a UserError (a missing optional dependency included), or a ValueError /
+    FileNotFoundError one of this package's own checks raised. (A bare ImportError is a bug: a broken import.)"""
+    ours = isinstance(e, (ValueError, FileNotFoundError)) and _raised_by_us(e)
     return isinstance(e, UserError) or ours
 
 
