@@ -7,6 +7,9 @@ to disk, and replaces the target with ``os.replace``; on any error the temporary
 untouched.
 
 * ``atomic_write(path, text_or_bytes)`` and ``atomic_write_json(path, obj)`` for content we hold in memory;
+* ``to_jsonable(obj)``: the one JSON sanitiser (numpy and torch scalars -> python, tuples -> lists, NaN -> None,
+  +-inf -> "inf"/"-inf", objects with ``to_dict`` -> dicts, anything else -> its string), so every JSON file the
+  package writes is strict JSON;
 * ``atomic_path(path)`` for libraries that want a file name to write to (pyarrow, safetensors, torch)::
 
       with atomic_path(out / "data.parquet") as tmp:
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -32,7 +36,8 @@ from typing import Any, Iterator, Literal
 
 from gemma4_saelens_ext.errors import OutputBusyError, UserError
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_json", "check_out", "check_disk_space", "output_lock"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_json", "to_jsonable", "check_out", "check_disk_space",
+           "output_lock"]
 
 
 def _fsync(path: Path) -> None:
@@ -76,6 +81,28 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2, **dumps_kw: Any) -> Path:
     """``json.dumps(obj, indent=indent, **dumps_kw)`` written atomically; returns the path."""
     return atomic_write(path, json.dumps(obj, indent=indent, **dumps_kw))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """A value every strict JSON/YAML writer accepts (see the module docstring); no numpy or torch import."""
+    if isinstance(obj, dict) or (hasattr(obj, "items") and hasattr(obj, "keys")):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (str, int)):
+        return obj
+    if type(obj).__module__ == "numpy":
+        if hasattr(obj, "tolist"):  # arrays and numpy scalars -> python
+            return to_jsonable(obj.tolist())
+    if isinstance(obj, float):
+        if math.isinf(obj):  # e.g. a perfectly separating latent's d: kept visible, the JSON stays strict
+            return "inf" if obj > 0 else "-inf"
+        return obj if math.isfinite(obj) else None
+    if type(obj).__module__ == "torch" and type(obj).__name__ == "dtype":
+        return str(obj).replace("torch.", "")
+    if hasattr(obj, "to_dict"):
+        return to_jsonable(obj.to_dict())
+    return str(obj)
 
 
 # ------------------------------------------------------------------------------------------------------ output paths

@@ -1,4 +1,5 @@
-"""The shipped YAML configs: training configs and eval suites, package data addressable by name.
+"""Where things are: the shipped YAML configs (training configs and eval suites, package data addressable by
+name), and whether a string names a Hub repo or a local path (:func:`looks_like_hub_id`).
 
 They live in ``gemma4_saelens_ext/configs/{training,evals}/`` inside the package, so an installed wheel has them; the
 repository's top-level ``training_configs/`` and ``evals/`` are links to those folders (one copy, for users to read
@@ -15,7 +16,7 @@ from typing import Any
 
 from gemma4_saelens_ext.errors import MissingFileError, UserError, close_matches, expect_mapping
 
-__all__ = ["CONFIG_DIRS", "resolve_project_file", "shipped_configs", "read_yaml_mapping"]
+__all__ = ["CONFIG_DIRS", "resolve_project_file", "shipped_configs", "read_yaml_mapping", "looks_like_hub_id"]
 
 _PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
 #: folder name as users write it (``training_configs/x.yaml``) -> the package folder holding those files
@@ -64,3 +65,12 @@ def read_yaml_mapping(path: str | Path, where: str | None = None) -> dict[str, A
     except UnicodeDecodeError:
         raise UserError(f"{p} is not a text file.", "give a YAML file.") from None
     return expect_mapping(where or str(p), data)
+
+
+def looks_like_hub_id(s: str | Path) -> bool:
+    """True for a Hugging Face Hub repo id (``owner/name``): exactly one slash, not absolute or relative
+    (``/``, ``.``, ``~``), no data-file suffix, and no local folder of its first component (``runs/ds`` is local
+    when ``runs`` exists here). A local path the caller has already found to exist is not asked about."""
+    s = str(s)
+    return not (s.startswith((".", "/", "~")) or Path(s).suffix in (".parquet", ".jsonl", ".json", ".yaml", ".txt")
+                or s.count("/") != 1 or Path(s.split("/")[0]).exists())

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from gemma4_saelens_ext.paths import looks_like_hub_id
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_rows", "check_rows", "scripted_rows", "completion_starts"]
@@ -37,13 +39,6 @@ def _in_split(row_split: str, split: str) -> bool:
     if split == _INPUT_VARIATION:
         return row_split == split or row_split.startswith("input_")
     return row_split == split
-
-
-def _looks_local(path: str) -> bool:
-    """A filesystem path rather than a Hub id (``owner/name``): absolute, relative with ./ or ../, a file suffix,
-    more or fewer than one slash, or a first component that exists here (``runs/ds``)."""
-    return (path.startswith((".", "/", "~")) or Path(path).suffix in (".parquet", ".jsonl", ".json")
-            or path.count("/") != 1 or Path(path.split("/")[0]).exists())
 
 
 def _numbered(nums: list[int]) -> str:
@@ -127,7 +122,7 @@ def load_rows(path: str, split: str) -> list[dict]:
         avail = sorted(f.stem for f in (p / "data").glob("*.parquet")) if (p / "data").is_dir() else []
         raise UserError(f"dataset {path} has no split {split!r}; available: {avail}",
                         "set dataset.train_split / eval_split to one of them.")
-    elif _looks_local(path):
+    elif not looks_like_hub_id(path):
         raise MissingFileError(
             f"dataset {path} does not exist. Build it first: `gemma4-sae build-dataset --out {path}` (add --model and "
             "--precision as in your suite), or point dataset.path at an existing folder, parquet/JSONL file or Hub id."

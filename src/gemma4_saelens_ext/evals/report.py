@@ -11,33 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from gemma4_saelens_ext.io import atomic_write, atomic_write_json
+from gemma4_saelens_ext.io import atomic_write, atomic_write_json, to_jsonable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["to_jsonable", "write_report", "render_markdown", "make_plots"]
-
-
-def to_jsonable(obj: Any) -> Any:
-    """numpy -> python, tuples -> lists, NaN -> None, +-inf -> "inf"/"-inf" (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        if math.isinf(f):  # a perfectly separating latent's d: kept visible, JSON stays strict
-            return "inf" if f > 0 else "-inf"
-        return f if math.isfinite(f) else None
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    return str(obj)
+__all__ = ["write_report", "render_markdown", "make_plots"]
 
 
 def _f(v: Any, nd: int = 3) -> str:
