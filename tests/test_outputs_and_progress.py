@@ -33,10 +33,10 @@ def _wait_for(cond, proc: subprocess.Popen, timeout: float, what: str) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- the lock
-BUILD = ["build-dataset", "--precision", "fp32", "--scenarios", "werewolf", "--max-prompts-per-family", "4",
+BUILD = ["build-dataset", "--precision", "fp32", "--scenarios", "werewolf", "--max-prompts-per-family", "2",
          "--samples-per-prompt", "2", "--batch-size", "2", "--max-new-tokens", "12", "--seed", "5",
          "--allow-empty-pool", "--no-progress"]  # fmt: skip
-TOTAL = 8  # two werewolf twin groups (4 prompts) x 2 samples
+TOTAL = 4  # one werewolf twin group (2 prompts) x 2 samples
 
 
 def test_a_second_build_with_resume_is_refused_while_the_first_runs(tmp_path, gemma3_fp32, capsys):
@@ -66,7 +66,7 @@ def test_a_second_build_with_resume_is_refused_while_the_first_runs(tmp_path, ge
     keys = [r["key"] for r in read_jsonl(out / "raw" / "completions.jsonl")]
     assert len(keys) == len(set(keys)) == TOTAL  # one writer: nothing generated twice
     assert not (tmp_path / ".ds.lock.owner").exists()  # released
-    again = build_dataset(BuildConfig(out=str(out), precision="fp32", scenarios=["werewolf"], max_prompts_per_family=4,
+    again = build_dataset(BuildConfig(out=str(out), precision="fp32", scenarios=["werewolf"], max_prompts_per_family=2,
                                       samples_per_prompt=2, max_new_tokens=12, seed=5, allow_empty_pool=True,
                                       resume=True, progress=False), model=gemma3_fp32.model,
                           tokenizer=gemma3_fp32.tokenizer)
@@ -135,24 +135,24 @@ def test_ctrl_c_while_caching_activations_resumes_the_cache(tmp_path, gemma3_fp3
 
 
 # ------------------------------------------------------------------------------------------------ the training bar
-@pytest.mark.parametrize("batch", [256, 64])
-def test_the_training_bar_moves_at_least_every_percent(tmp_path, gemma4_tiny, batch, capfd):
-    """The README's 20k-token override: SAELens moves its bar every 100 steps, so at 256-token batches (78 steps) it
-    never moved. Now it moves every step there, and every 1% of a 312-step run, ending at the full count."""
+@pytest.mark.parametrize(("tokens", "batch"), [(20_000, 256), (6_400, 32)])
+def test_the_training_bar_moves_at_least_every_percent(tmp_path, gemma4_tiny, tokens, batch, capfd):
+    """The README's 20k-token override: SAELens moves its bar every 100 steps, so at 256-token batches (79 steps) it
+    never moved. Now it moves every step there, and every 1% (2 steps) of a 200-step run, ending at the full count."""
     from gemma4_saelens_ext.training import TrainingProgress, train
 
     bar = TrainingProgress()
     cfg = {"model": {"source": "gemma-4-tiny", "precision": "fp32", "layer": 2, "cache_activations": False},
            "sae": {"d_in": 64, "d_sae": 128, "k": 8},
-           "runner": {"dataset_path": "builtin:roleplay-corpus", "context_size": 64, "training_tokens": 20_000,
+           "runner": {"dataset_path": "builtin:roleplay-corpus", "context_size": 64, "training_tokens": tokens,
                       "train_batch_size_tokens": batch, "store_batch_size_prompts": 8, "n_batches_in_buffer": 8,
                       "n_batches_for_norm_estimate": 2, "output_path": str(tmp_path / "sae"),
                       "checkpoint_path": str(tmp_path / "ck")}}
     train(cfg, callbacks=[bar])
-    steps = -(-20_000 // batch)  # SAELens trains whole batches until it has seen the budget
+    steps = -(-tokens // batch)  # SAELens trains whole batches until it has seen the budget
     assert bar.total_steps == steps and bar.every == max(1, steps // 100)
     assert bar.updates >= min(steps, 100)
-    assert bar.shown[-1] == 20_000  # the bar ends full
+    assert bar.shown[-1] == tokens  # the bar ends full
     assert max(b - a for a, b in zip([0, *bar.shown], bar.shown)) <= max(1, steps // 100) * batch
     err = capfd.readouterr().err
     assert f"Training SAE step {steps}/{steps}" in err and "tok" in err
