@@ -92,7 +92,7 @@ def labelled_split(name: str, rows: list[dict], *, max_rows: int | None = None, 
                    detect_cluster: bool = True) -> Split:
     """Rows labelled honest/deceptive (ambiguous dropped), with groups (and clusters, see :func:`make_split`);
     ``max_rows`` samples whole groups."""
-    keep, y = S.encode_labels([r.get("label") for r in rows])
+    keep, y = S.encode_labels([r.get("label") for r in rows], what=f"split {name!r}")
     sp = make_split(name, [r for r, k in zip(rows, keep) if k], y, warnings=warnings, cluster=cluster,
                     detect_cluster=detect_cluster)
     S.check_binary_labels(sp.y, what=f"split {name!r}")

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from gemma4_saelens_ext.errors import check_finite
 from gemma4_saelens_ext.evals import groups as G
 from gemma4_saelens_ext.evals import stats as S
 from gemma4_saelens_ext.evals.layout import LabelLayout, classify_layout
@@ -185,7 +186,7 @@ def dvalue_analysis(
     or a precomputed ``layout``: the null valid for the label layout (:func:`~gemma4_saelens_ext.evals.nulls.
     null_design`) and a unit bootstrap. All ``None``: row permutations and a class-stratified row bootstrap
     (independent rows assumed)."""
-    x = S._as_2d_float(acts)
+    x = check_finite(S._as_2d_float(acts), f"d-values ({split}): activations")
     y = np.asarray(y).astype(np.int64)
     n1, n0 = S.check_binary_labels(y, what=f"d-values ({split})")
     warns = S.class_size_warnings(y, min_class_size, what=split)
@@ -314,7 +315,7 @@ def replication_analysis(
     latents = S.d_summary(train_d, top_n=top_n)["top_latents"]
     sign = np.sign(train_d[latents])
     sign[sign == 0] = 1.0
-    x = S._as_2d_float(eval_acts)[:, latents]
+    x = check_finite(S._as_2d_float(eval_acts), f"replication ({split}): activations")[:, latents]
     y = np.asarray(eval_y).astype(np.int64)
     n1, n0 = S.check_binary_labels(y, what=f"replication ({split})")
     design = _design(y, groups, clusters, layout, n_permutations, seed)

@@ -258,10 +258,13 @@ def portability(ctx: SuiteContext) -> dict[str, Any]:
 
 def run_families(ctx: SuiteContext, names: list[str], timings: dict[str, float]) -> dict[str, Any]:
     """Run the enabled families in registry order (portability last: it frees the model)."""
+    from tqdm.auto import tqdm
+
     out: dict[str, Any] = {}
-    for name in FAMILIES:
-        if name not in names:
-            continue
+    todo = [n for n in FAMILIES if n in names]
+    bar = tqdm(todo, desc="eval families", unit="family")
+    for name in bar:
+        bar.set_postfix_str(name)
         t = time.time()
         logger.info("eval family %s", name)
         out[name] = FAMILIES[name](ctx)

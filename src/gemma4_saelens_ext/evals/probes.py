@@ -29,6 +29,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gemma4_saelens_ext.errors import check_finite
 from gemma4_saelens_ext.evals import groups as G
 from gemma4_saelens_ext.evals import stats as S
 from gemma4_saelens_ext.evals.layout import LabelLayout
@@ -218,7 +219,7 @@ def cross_validated_probe(
     assumed: on clustered pools this memorises prompts)."""
     y = np.asarray(y).astype(np.int64)
     if not isinstance(X, list):
-        X = np.asarray(X, dtype=np.float32)
+        X = check_finite(np.asarray(X, dtype=np.float32), f"{name}: features")
     if len(X) != len(y):
         raise ValueError(f"{name}: {len(X)} feature rows but {len(y)} labels")
     n1, n0 = check_cv_labels(y, n_splits, what=name)

@@ -27,73 +27,19 @@ from typing import Any
 
 import numpy as np
 
+# the labels have one home (:mod:`.labels`); re-exported for the statistics that use them as ``S.*``
+from gemma4_saelens_ext.evals.labels import (
+    NEGATIVE, NON_DECISIVE, POSITIVE, check_binary_labels, class_size_warnings, encode_labels,
+)
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "POSITIVE", "NEGATIVE", "encode_labels", "check_binary_labels", "class_size_warnings", "cohens_d", "d_summary",
-    "fast_cohens_d", "weighted_cohens_d", "permutation_null_d", "bootstrap_d", "permutation_p", "percentile_ci",
-    "bias_corrected_ci", "bootstrap_ci", "verdict",
+    "POSITIVE", "NEGATIVE", "encode_labels", "NON_DECISIVE", "check_binary_labels", "class_size_warnings", "cohens_d",
+    "d_summary", "fast_cohens_d", "weighted_cohens_d", "permutation_null_d", "bootstrap_d", "permutation_p",
+    "percentile_ci", "bias_corrected_ci", "bootstrap_ci", "verdict",
 ]
 
-POSITIVE = "honest"
-NEGATIVE = "deceptive"
-
-
-# ----------------------------------------------------------------------------------------------------- labels
-
-
-def encode_labels(
-    labels: Sequence[Any], positive: str = POSITIVE, negative: str = NEGATIVE
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map string labels to (keep_mask, y) with y in {0,1}; anything not positive/negative (e.g. ``ambiguous``)
-    is dropped via the mask. Bool/int labels pass through (1 = positive)."""
-    arr = np.asarray(list(labels), dtype=object)
-    if arr.size == 0:
-        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    if all(isinstance(v, (bool, np.bool_, int, np.integer)) for v in arr):
-        y = np.asarray(arr, dtype=np.int64)
-        if not set(np.unique(y)).issubset({0, 1}):
-            raise ValueError(f"Integer labels must be 0/1, got values {sorted(set(np.unique(y)))}.")
-        return np.ones(len(y), dtype=bool), y
-    s = np.asarray([str(v) for v in arr])
-    keep = (s == positive) | (s == negative)
-    return keep, (s[keep] == positive).astype(np.int64)
-
-
-def check_binary_labels(y: np.ndarray, *, what: str = "labels", min_per_class: int = 2) -> tuple[int, int]:
-    """Raise a clear error for empty / one-class / too-small label vectors; return (n_positive, n_negative).
-
-    ``min_per_class=2`` is the floor for a pooled SD (n-1 > 0 in each class)."""
-    y = np.asarray(y)
-    if y.size == 0:
-        raise ValueError(f"{what}: empty (no honest/deceptive samples). Check the split name and label column.")
-    n1 = int((y == 1).sum())
-    n0 = int((y == 0).sum())
-    if n1 == 0 or n0 == 0:
-        only = POSITIVE if n0 == 0 else NEGATIVE
-        raise ValueError(
-            f"{what}: only one class present ({n1 + n0} samples, all {only!r}); a between-class statistic needs "
-            f"both {POSITIVE!r} and {NEGATIVE!r} samples."
-        )
-    if min(n1, n0) < min_per_class:
-        raise ValueError(
-            f"{what}: needs >= {min_per_class} samples per class, got {POSITIVE}={n1}, {NEGATIVE}={n0}."
-        )
-    return n1, n0
-
-
-def class_size_warnings(y: np.ndarray, min_per_class: int, *, what: str = "split") -> list[str]:
-    """Warnings (also logged) when a class is smaller than ``min_per_class``: small classes make d and probe
-    accuracy noisy, and the report should say so next to the number."""
-    y = np.asarray(y)
-    out = []
-    for cls, name in ((1, POSITIVE), (0, NEGATIVE)):
-        n = int((y == cls).sum())
-        if n < min_per_class:
-            msg = f"{what}: only {n} {name} samples (< min_class_size={min_per_class}); statistics are noisy."
-            logger.warning(msg)
-            out.append(msg)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ Cohen's d

@@ -235,9 +235,12 @@ def run_steering(
 
     zero: list[str] | None = None
     out: dict[str, dict[str, Any]] = {}
-    for name, u in tqdm(list(directions.items()), desc="steering directions", disable=len(directions) < 3):
+    # one step per (direction, alpha) sweep point: each is a batch of generations
+    bar = tqdm(total=len(directions) * len(alphas), desc="steering", unit="sweep")
+    for name, u in directions.items():
         ut = torch.as_tensor(np.asarray(u), dtype=torch.float32)
         labels, examples = [], {}
+        bar.set_postfix_str(name)
         for a in alphas:
             if float(a) == 0.0 and zero is not None:
                 comps = zero
@@ -248,7 +251,9 @@ def run_steering(
                     zero = comps
             labels.append(judge(rows, comps))
             examples[str(float(a))] = comps[:3]
+            bar.update()
         out[name] = {"labels": labels, "examples": examples}
+    bar.close()
     return out
 
 

@@ -162,7 +162,9 @@ def export_sae(
         raise ValueError(f"upstream_layout must be one of {UPSTREAM_LAYOUTS}")
     if push_to_hub and not repo_id:
         raise ValueError("push_to_hub=True needs repo_id")
-    out_dir = Path(out_dir)
+    from gemma4_saelens_ext.io import check_out
+
+    out_dir = check_out(out_dir, what="out_dir")  # an existing file there is refused before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     inf = _inference_sae(sae)
     src_meta = inf.cfg.metadata
