@@ -16,8 +16,8 @@ from gemma4_saelens_ext.behavior.scenarios import load_scenarios
 
 pytestmark = pytest.mark.slow
 KINDS = ["role_play", "instructed_pairs", "incentive", "control"]
-# werewolf: one twin group (2 prompts) x 2; 4 statements x 2 instructions x 1; 6 families x 1 prompt x 2; 4 x 1
-N_ROWS = {"role_play": 4, "instructed_pairs": 8, "incentive": 12, "control": 4}
+# werewolf: one twin group (2 prompts) x 1; 4 statements x 2 instructions x 1; 6 families x 1 prompt x 1; 4 x 1
+N_ROWS = {"role_play": 2, "instructed_pairs": 8, "incentive": 6, "control": 4}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def mixed(gemma3_fp32, tmp_path_factory):
     cfg = BuildConfig(
         out=str(tmp_path_factory.mktemp("mixed") / "ds"), precision="fp32", kinds=KINDS, instructed_mode="on_policy",
         families=["werewolf"], max_prompts_per_family=1, max_statements=4, max_control_prompts=4,
-        samples_per_prompt=2, instructed_samples_per_prompt=1, max_new_tokens=16, control_max_new_tokens=8,
+        samples_per_prompt=1, instructed_samples_per_prompt=1, max_new_tokens=16, control_max_new_tokens=8,
         batch_size=16, seed=1, allow_empty_pool=True, progress=False,
     )  # fmt: skip
     return cfg, build_dataset(cfg, model=gemma3_fp32.model, tokenizer=gemma3_fp32.tokenizer)
