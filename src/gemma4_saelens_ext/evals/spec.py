@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SuiteConfig", "ModelSpec", "DatasetSpec", "StatsSpec", "ReconstructionSpec", "DValuesSpec", "ProbesSpec",
-    "SteeringSpec", "StabilitySpec", "TopLatentsSpec", "PortabilitySpec", "ControlSpec", "load_suite",
+    "SteeringSpec", "StabilitySpec", "TopLatentsSpec", "PortabilitySpec", "ControlSpec", "DetectionSpec", "load_suite",
     "SAE_KEYS", "SUITE_OWNED_TRAINING_KEYS", "training_overrides",
 ]
 
@@ -128,6 +128,43 @@ class ProbesSpec:
     """Also probe the raw (pooled) activations."""
     control_sae: bool = True
     """Also probe a random SAE of the same shape (does the SAE's training add anything?)."""
+
+
+@dataclass
+class DetectionSpec:
+    """The detection card per dataset kind and the transfer matrix (docs/evals.md, "The detection card")."""
+
+    enabled: bool = True
+    """Run this family."""
+    readers: list[str] = field(default_factory=lambda: ["dense", "sae_all", "sae_topk", "lexical"])
+    """Readers trained on each kind's train groups: dense (standardised logistic regression on the pooled residual),
+    dense_topk (on the k residual channels with the largest class mean difference), sae_all (on all of an SAE's
+    latents), sae_topk (on its k latents with the largest class mean difference), lexical (bag of words on the
+    completion's first ``probes.lexical_chars`` characters)."""
+    k_values: list[int] = field(default_factory=lambda: [1, 2, 5])
+    """k of the k-sparse readers (SAEBench's sparse probing uses 1, 2, 5)."""
+    fpr: float = 0.01
+    """False-positive rate on the control rows that sets the threshold for recall (needs >= 1/fpr control rows;
+    with fewer, the card uses 1/n_control and says so)."""
+    n_permutations: int = 1000
+    """Label randomizations of each figure's grouped permutation test."""
+    n_bootstrap: int = 1000
+    """Group-bootstrap resamples of each figure's CI."""
+    C: float = 1.0
+    """Inverse L2 strength of every reader's logistic regression."""
+    transfer: bool = True
+    """Also test every reader on every other kind's eval split (the transfer matrix)."""
+
+    def __post_init__(self) -> None:
+        from gemma4_saelens_ext.evals.readers import READERS
+
+        bad = [r for r in self.readers if r not in READERS]
+        if bad:
+            raise ValueError(f"detection.readers: unknown {bad}; valid: {list(READERS)}")
+        if not 0 < self.fpr < 1:
+            raise ValueError(f"detection.fpr must be in (0, 1), got {self.fpr}")
+        if any(int(k) < 1 for k in self.k_values):
+            raise ValueError(f"detection.k_values must be >= 1, got {self.k_values}")
 
 
 @dataclass
@@ -247,6 +284,8 @@ class SuiteConfig:
     """Positive control."""
     probes: ProbesSpec = field(default_factory=ProbesSpec)
     """Probe family."""
+    detection: DetectionSpec = field(default_factory=DetectionSpec)
+    """Detection card and transfer matrix."""
     steering: SteeringSpec = field(default_factory=SteeringSpec)
     """Steering family."""
     stability: StabilitySpec = field(default_factory=StabilitySpec)
