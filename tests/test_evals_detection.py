@@ -363,3 +363,30 @@ def test_fit_readers_skips_missing_inputs_and_rejects_unknown_readers():
     assert names == ["dense residual"]
     with pytest.raises(ValueError, match="unknown reader"):
         fit_readers(d.inputs, y, readers=["dense", "magic"])
+
+
+def test_suite_section_is_validated_and_control_rows_come_from_the_dataset(tmp_path):
+    import json
+
+    from gemma4_saelens_ext.evals.context import SuiteContext, labelled_split
+    from gemma4_saelens_ext.evals.data import load_rows
+    from gemma4_saelens_ext.evals.detection_run import _control_rows
+    from gemma4_saelens_ext.evals.spec import load_suite
+
+    base = {"name": "t", "sae": {"path": str(tmp_path / "sae")}}
+    with pytest.raises(ValueError, match="detection.readers: unknown"):
+        load_suite({**base, "dataset": {"path": "x"}, "detection": {"readers": ["dense", "probe"]}})
+    with pytest.raises(ValueError, match="detection.fpr"):
+        load_suite({**base, "dataset": {"path": "x"}, "detection": {"fpr": 1.5}})
+    rows = [{"split": "eval", "kind": "role_play", "label": lab, "group": f"q{i // 2}", "prompt": "P", "completion": "c"}
+            for i, lab in enumerate(["honest", "deceptive"] * 4)]
+    rows += [{"split": s, "kind": "control", "label": "control", "group": f"c{i}", "prompt": "Q", "completion": "ok"}
+             for s, i in [("eval", i) for i in range(30)] + [("train", 99)]]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = load_suite({**base, "dataset": {"path": str(path), "max_rows_per_split": 12}})
+    ev = labelled_split("eval", load_rows(str(path), "eval"))
+    assert len(ev.rows) == 8  # the labelled split drops the control rows ...
+    ctx = SuiteContext(cfg=cfg, lm=None, layer=0, sae=None, encode=("pooled", ""), train=ev, eval=ev)
+    ctrl = _control_rows(ctx, ev)  # ... the detection family reads them back, whole groups under the row limit
+    assert len(ctrl) == 12 and {r["kind"] for r in ctrl} == {"control"} and len({r["group"] for r in ctrl}) == 12

@@ -50,11 +50,12 @@ class DetectionData:
     def from_rows(cls, rows: Sequence[dict], inputs: ReaderInputs) -> "DetectionData":
         if len(rows) != len(inputs):
             raise ValueError(f"{len(rows)} rows but {len(inputs)} input rows")
+        from gemma4_saelens_ext.evals.groups import resolve_groups
+
         kinds = np.asarray([str(r.get("kind") or "role_play") for r in rows])
         labels = np.asarray([CONTROL if CONTROL in (k, r.get("label")) else str(r.get("label"))
                              for r, k in zip(rows, kinds)])
-        groups = np.asarray([str(r.get("group") or r.get("prompt_id") or r.get("prompt") or f"row{i}")
-                             for i, r in enumerate(rows)])
+        groups = resolve_groups(rows)[0]
         has_cluster = bool(rows) and all(r.get("cluster") not in (None, "") for r in rows)
         clusters = np.asarray([str(r["cluster"]) for r in rows]) if has_cluster else None
         rules = {}
@@ -201,19 +202,17 @@ def sparse_probing_output(section: dict[str, Any], sae: str, *, seed: int = 0, s
 
 
 def _control_rows(ctx: Any, split: Any) -> list[dict]:
-    """Control rows of ``split``: kept on the split when the context keeps them, else read from the dataset (the
-    labelled splits drop rows that are neither honest nor deceptive)."""
-    rows = [r for r in split.rows if r.get("kind") == CONTROL]
-    if rows or not ctx.cfg.dataset.path:
-        return rows
+    """Control rows of the eval split that the split does not hold already (the labelled splits drop rows that are
+    neither honest nor deceptive), read from the dataset; a seeded sample of whole groups under the row limit."""
+    if any(r.get("kind") == CONTROL for r in split.rows) or not ctx.cfg.dataset.path:
+        return []
     from gemma4_saelens_ext.evals.data import load_rows
-    from gemma4_saelens_ext.evals.groups import sample_groups
+    from gemma4_saelens_ext.evals.groups import resolve_groups, sample_groups
 
-    rows = [r for r in load_rows(ctx.cfg.dataset.path, split.name) if r.get("kind") == CONTROL]
+    rows = [r for r in load_rows(ctx.cfg.dataset.path, split.name) if CONTROL in (r.get("kind"), r.get("label"))]
     if rows and ctx.cfg.dataset.max_rows_per_split:
-        keep = sample_groups([r.get("group") or r.get("prompt_id") for r in rows], ctx.cfg.dataset.max_rows_per_split,
-                             ctx.cfg.seed)
-        rows = [rows[i] for i in keep]
+        rows = [rows[i] for i in sample_groups(resolve_groups(rows)[0], ctx.cfg.dataset.max_rows_per_split,
+                                               ctx.cfg.seed)]
     return rows
 
 
@@ -223,12 +222,12 @@ def _saes(ctx: Any) -> dict[str, Any]:
     return dict(saes) if isinstance(saes, dict) and saes else {ctx.cfg.name: ctx.sae, **ctx.others}
 
 
-def _inputs(ctx: Any, split: Any) -> tuple[list[dict], ReaderInputs]:
+def _inputs(ctx: Any, split: Any, *, with_control: bool) -> tuple[list[dict], ReaderInputs]:
     saes = _saes(ctx)
     feats = split.feats if isinstance(split.feats, dict) else {ctx.cfg.name: split.feats}
     feats = {k: (feats[k] if k in feats else ctx.latents(split.rows, sae=v, acts=split.acts)) for k, v in saes.items()}
     rows, acts = list(split.rows), split.acts
-    ctrl = [r for r in _control_rows(ctx, split) if r not in split.rows]
+    ctrl = _control_rows(ctx, split) if with_control else []
     if ctrl:
         ca = ctx.pooled(ctrl)
         acts = np.concatenate([acts, ca])
@@ -243,7 +242,7 @@ def detection_from_context(ctx: Any) -> dict[str, Any]:
     spec = ctx.cfg.detection
     data = {}
     for sp in (ctx.train, ctx.eval):
-        rows, inputs = _inputs(ctx, sp)
+        rows, inputs = _inputs(ctx, sp, with_control=sp is ctx.eval)
         data[sp.name] = DetectionData.from_rows(rows, inputs)
     sec = run_detection(data[ctx.train.name], data[ctx.eval.name], readers=spec.readers, k_values=spec.k_values,
                         fpr=spec.fpr, n_permutations=spec.n_permutations, n_bootstrap=spec.n_bootstrap, C=spec.C,
@@ -276,8 +275,10 @@ def _cell(f: dict[str, Any] | None, nd: int = 3) -> str:
 
 def render_detection(sec: dict[str, Any] | None) -> list[str]:
     """Markdown lines of the detection card (one table per kind) and the transfer matrix; empty without them."""
-    if not sec or not (sec.get("kinds") or sec.get("transfer")):
+    if not sec:
         return []
+    if not (sec.get("kinds") or sec.get("transfer")):
+        return ["## Detection card", ""] + [f"  • {n}" for n in sec.get("notes", [])] + [""]
     L = ["## Detection card", "",
          f"Readers trained on each kind's train groups, measured on its eval groups; {sec['orientation']}. Each "
          "figure: value [95% group-bootstrap CI] p (grouped permutation, valid for the label layout; Holm-adjusted "
