@@ -167,7 +167,7 @@ LAYOUTS = ["instructed_pairs", "role_play", "incentive_mixed", "incentive_consta
 
 
 def _p(s, y, g, cl, seed, clusters=True):
-    return DT.grouped_p(lambda L: DT.auroc_labels(s, L), y, g, n_permutations=B, seed=seed,
+    return DT.grouped_p(lambda L, w: DT.weighted_auroc(s, L * w, (1 - L) * w), y, g, n_permutations=B, seed=seed,
                         clusters=cl if clusters else None)
 
 

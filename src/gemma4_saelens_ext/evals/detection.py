@@ -137,25 +137,27 @@ def threshold_at_fpr(control_scores: Any, fpr: float) -> tuple[float, float, flo
 # ------------------------------------------------------------------------------------------ grouped tests
 
 
-def grouped_p(stat_fn: Callable[[np.ndarray], np.ndarray], y: Any, groups: Any, *, n_permutations: int,
-              seed: int, alternative: str = "greater", clusters: Any = None) -> GF.GroupedTest:
-    """The card's one door to a grouped permutation test: ``stat_fn`` maps a ``[B, n]`` 0/1 label matrix to
-    ``[B]`` statistics. Uses the issue-16 generic entry point when the statistics have it, else the stand-in
+def grouped_p(stat_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], y: Any, groups: Any, *,
+              n_permutations: int, seed: int, alternative: str = "greater", clusters: Any = None,
+              alpha: float = 0.05) -> GF.GroupedTest:
+    """The card's one door to a grouped permutation test: ``stat_fn(labels [B, n] 0/1, row weights [n]) -> [B]``.
+    Uses issue 16's generic ``evals.nulls.grouped_permutation_test`` when the statistics have it, else the stand-in
     :func:`~gemma4_saelens_ext.evals.grouped_fallback.fallback_grouped_permutation_test` (same signature).
     TODO(issue 16): drop the stand-in once ``grouped_permutation_test`` is on main."""
     try:
-        from gemma4_saelens_ext.evals.groups import grouped_permutation_test  # type: ignore[attr-defined]
+        from gemma4_saelens_ext.evals.nulls import grouped_permutation_test  # type: ignore[import-not-found]
     except ImportError:
-        grouped_permutation_test = GF.fallback_grouped_permutation_test
+        return GF.fallback_grouped_permutation_test(stat_fn, y, groups, n_permutations=n_permutations, seed=seed,
+                                                    alternative=alternative, clusters=clusters, alpha=alpha)
+    from gemma4_saelens_ext.evals.nulls import null_design  # type: ignore[import-not-found]
+
+    design = null_design(y, groups, n_permutations=n_permutations, seed=seed, clusters=clusters)
     res = grouped_permutation_test(stat_fn, y, groups, n_permutations=n_permutations, seed=seed,
-                                   alternative=alternative, clusters=clusters)
-    if isinstance(res, GF.GroupedTest):
-        return res
-    layout = getattr(res, "layout", "")
-    return GF.GroupedTest(observed=float(res.observed), p=float(res.p), null_values=np.asarray(res.null_values),
-                          layout=getattr(layout, "kind", str(layout)), null=str(getattr(res, "null", "")),
-                          unit=getattr(layout, "unit", ""), n_units=int(getattr(layout, "n_groups", 0)),
-                          min_p=float(getattr(res, "min_p", 0.0)), warnings=list(getattr(res, "warnings", [])))
+                                   alternative=alternative, clusters=clusters, alpha=alpha, design=design)
+    lay = res.layout
+    return GF.GroupedTest(observed=float(res.statistic), p=float(res.p), null_values=res.null_distribution,
+                          layout=lay.kind, null=res.null, unit=lay.unit, n_units=int(lay.n_groups),
+                          min_p=float(res.min_p), warnings=list(res.warnings), weights=design.weights)
 
 
 @dataclass
@@ -178,16 +180,25 @@ class Figure:
         return asdict(self)
 
 
-def figure(stat_perm: Callable[[np.ndarray], np.ndarray], stat_boot: Callable[[np.ndarray, np.ndarray], np.ndarray],
-           y: np.ndarray, groups: Any, clusters: Any = None, *, n_permutations: int = 1000, n_bootstrap: int = 1000,
-           seed: int = 0, alternative: str = "greater") -> Figure:
-    """A figure from a statistic of the label matrix (``stat_perm``, for the permutation test) and of the positive
-    and negative row weights (``stat_boot``, for the group bootstrap); ``y`` is 0/1 (1 = positive)."""
+def figure(stat: Callable[[np.ndarray, np.ndarray], np.ndarray], y: np.ndarray, groups: Any, clusters: Any = None, *,
+           fast: Callable[[np.ndarray], np.ndarray] | None = None, n_permutations: int = 1000,
+           n_bootstrap: int = 1000, seed: int = 0, alternative: str = "greater", alpha: float = 0.05) -> Figure:
+    """A figure from ``stat(positive weights [B, n], negative weights [B, n]) -> [B]``, ``y`` 0/1 (1 = positive):
+    the permutation test feeds it the permuted labels (times the design's row weights), the group bootstrap its
+    resample counts (times the same weights). ``fast(labels)`` is an equal, faster form for unit weights."""
     y = np.asarray(y).astype(np.int8)
-    test = grouped_p(stat_perm, y, groups, n_permutations=n_permutations, seed=seed, alternative=alternative,
-                     clusters=clusters)
+
+    def stat_fn(L: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if fast is not None and (w is None or np.all(w == 1)):
+            return fast(L)
+        return stat(L * w, (1 - L) * w)
+
+    test = grouped_p(stat_fn, y, groups, n_permutations=n_permutations, seed=seed, alternative=alternative,
+                     clusters=clusters, alpha=alpha)
     W = GF.unit_bootstrap_weights(GF.unit_design(y, groups, clusters), n_bootstrap, seed + 1)
-    ci = percentile_ci(stat_boot(W * y, W * (1 - y)))
+    if test.weights is not None:
+        W = W * test.weights[None, :]
+    ci = percentile_ci(stat(W * y, W * (1 - y)))
     return Figure(value=test.observed, ci=ci, p=test.p, layout=test.layout, null=test.null, unit=test.unit,
                   n_units=test.n_units, min_p=test.min_p, warnings=test.warnings)
 
@@ -198,8 +209,14 @@ def auroc_figure(scores: Any, y: Any, groups: Any, clusters: Any = None, *, n_pe
     rank-based matrix product on permuted label matrices for p, weighted AUROC on group-bootstrap weights for the
     CI."""
     sc = np.asarray(scores, dtype=np.float64)
-    return figure(lambda L: auroc_labels(sc, L), lambda wp, wn: weighted_auroc(sc, wp, wn), np.asarray(y), groups,
-                  clusters, n_permutations=n_permutations, n_bootstrap=n_bootstrap, seed=seed)
+    return figure(lambda wp, wn: weighted_auroc(sc, wp, wn), np.asarray(y), groups, clusters,
+                  fast=lambda L: auroc_labels(sc, L), n_permutations=n_permutations, n_bootstrap=n_bootstrap,
+                  seed=seed)
+
+
+def _rate_figure(sc: np.ndarray, y: np.ndarray, g: Any, c: Any, level: float, **kw: Any) -> Figure:
+    """Share of the positive rows above the threshold set on the negative (control) rows at ``level``."""
+    return figure(lambda wp, wn: _rate_above(sc, wp, weighted_threshold(sc, wn, level)), y, g, c, **kw)
 
 
 @dataclass
@@ -266,17 +283,13 @@ def detection_figures(scores: Any, labels: Sequence[str], groups: Any, clusters:
     if len(C) and len(D):
         sc, y, g, c = pair(D, C)
         dc = auroc_figure(sc, y, g, c, seed=seed + 10, **kw)
-        rec = figure(lambda L: _rate_above(sc, L, weighted_threshold(sc, 1 - L, level)),
-                     lambda wp, wn: _rate_above(sc, wp, weighted_threshold(sc, wn, level)), y, g, c, seed=seed + 20,
-                     **kw)
+        rec = _rate_figure(sc, y, g, c, level, seed=seed + 20, **kw)
     elif not len(C):
         notes.append("no control rows in the eval split: no threshold, recall or deceptive-vs-control AUROC "
                      "(build the dataset with the control kind)")
     if len(C) and len(H):
         sc, y, g, c = pair(H, C)
-        hf = figure(lambda L: _rate_above(sc, L, weighted_threshold(sc, 1 - L, level)),
-                    lambda wp, wn: _rate_above(sc, wp, weighted_threshold(sc, wn, level)), y, g, c, seed=seed + 30,
-                    **kw)
+        hf = _rate_figure(sc, y, g, c, level, seed=seed + 30, **kw)
     return DetectionFigures(n_honest=len(H), n_deceptive=len(D), n_control=len(C), auroc_honest_deceptive=hd,
                             auroc_deceptive_control=dc, recall_at_threshold=rec, honest_fpr_at_threshold=hf,
                             threshold=t, fpr_target=fpr, fpr_level=level, control_fpr=cfpr, notes=notes)

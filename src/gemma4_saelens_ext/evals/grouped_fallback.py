@@ -1,12 +1,12 @@
 """Units of inference for the detection card, and a layout-aware grouped permutation test.
 
 **The permutation test here is a stand-in.** Issue 16 gives the statistics one generic entry point,
-``grouped_permutation_test(stat_fn, y, groups, *, n_permutations, seed, alternative, clusters=None)``, that first
-classifies the label layout and then randomizes the way that layout allows. Until it lands on main,
-:func:`fallback_grouped_permutation_test` has the same signature and does the same job; its only caller is
-:func:`gemma4_saelens_ext.evals.detection.grouped_p`, which switches to the issue-16 function when it exists. Then
-delete :func:`fallback_grouped_permutation_test` (keep :func:`unit_design` and :func:`unit_bootstrap_weights`,
-which the card's confidence intervals use).
+``evals.nulls.grouped_permutation_test(stat_fn, y, groups, *, n_permutations, seed, alternative, clusters=None)``
+(``stat_fn(labels [B, n], row weights [n]) -> [B]``), that first classifies the label layout and then randomizes the
+way that layout allows. Until it lands on main, :func:`fallback_grouped_permutation_test` has the same signature and
+does the same job; its only caller is :func:`gemma4_saelens_ext.evals.detection.grouped_p`, which switches to the
+issue-16 function when it exists. Then delete :func:`fallback_grouped_permutation_test` (keep :func:`unit_design`
+and :func:`unit_bootstrap_weights`, which the card's confidence intervals use).
 
 How the units and the randomization are chosen (``y`` is 0/1, ``groups`` one id per row, ``clusters`` one coarser
 id per row, e.g. the scenario family):
@@ -85,6 +85,8 @@ class GroupedTest:
     #: the smallest p the test can give (from the number of arrangements and of permutations)
     min_p: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    #: row weights the statistic was computed with (1 here; issue 16's balance weights in unbalanced units)
+    weights: np.ndarray | None = field(default=None, repr=False)
 
 
 def _codes(ids: Any, n: int, what: str) -> np.ndarray:
@@ -195,33 +197,36 @@ def unit_bootstrap_weights(design: UnitDesign, n_bootstrap: int, seed: int) -> n
 
 
 def fallback_grouped_permutation_test(
-    stat_fn: Callable[[np.ndarray], np.ndarray],
+    stat_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
     y: Any,
-    groups: Any,
+    groups: Any = None,
     *,
     n_permutations: int = 1000,
     seed: int = 0,
     alternative: str = "greater",
     clusters: Any = None,
+    alpha: float = 0.05,
     chunk: int = 256,
 ) -> GroupedTest:
     """TEMPORARY stand-in for issue 16's ``grouped_permutation_test`` (same signature). ``stat_fn`` maps a
-    ``[B, n]`` 0/1 label matrix to ``[B]`` statistics; the observed value is ``stat_fn(y[None])``."""
+    ``[B, n]`` 0/1 label matrix and ``[n]`` row weights (all 1 here: no design of this module needs weights) to
+    ``[B]`` statistics; the observed value is ``stat_fn(y[None], w)``."""
     from gemma4_saelens_ext.evals.stats import permutation_p
 
     y = np.asarray(y).astype(np.int8)
     design = unit_design(y, groups, clusters)
-    observed = float(np.asarray(stat_fn(y[None, :]))[0])
+    w = np.ones(len(y))
+    observed = float(np.asarray(stat_fn(y[None, :], w))[0])
     rng = np.random.default_rng(seed)
-    null = np.concatenate([np.asarray(stat_fn(permuted_labels(design, y, min(chunk, n_permutations - lo), rng)),
+    null = np.concatenate([np.asarray(stat_fn(permuted_labels(design, y, min(chunk, n_permutations - lo), rng), w),
                                       dtype=np.float64) for lo in range(0, n_permutations, chunk)])
     finite = null[np.isfinite(null)]
     p = permutation_p(observed, finite, alternative=alternative) if finite.size and math.isfinite(observed) \
         else float("nan")
     min_p = max(1.0 / (1 + n_permutations), math.exp(-min(design.log_n_arrangements, 700.0)))
     warns = []
-    if min_p > 0.05:
+    if min_p > alpha:
         warns.append(f"only {design.n_units} {design.unit}s ({design.layout}): the smallest reachable p is "
-                     f"{min_p:.3g}, so p < 0.05 cannot be reached; add prompt groups")
+                     f"{min_p:.3g}, so p < {alpha:g} cannot be reached; add prompt groups")
     return GroupedTest(observed=observed, p=p, null_values=null, layout=design.layout, null=design.null,
-                       unit=design.unit, n_units=design.n_units, min_p=min_p, warnings=warns)
+                       unit=design.unit, n_units=design.n_units, min_p=min_p, warnings=warns, weights=w)
