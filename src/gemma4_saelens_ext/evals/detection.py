@@ -151,10 +151,11 @@ def grouped_p(stat_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], y: Any, g
                                                     alternative=alternative, clusters=clusters, alpha=alpha)
     from gemma4_saelens_ext.evals.nulls import null_design  # type: ignore[import-not-found]
 
-    if clusters is not None and groups is not None:  # issue 16 makes a passed cluster the unit; needed only when
-        d = GF.unit_design(y, groups)                 # some group holds one label (its cluster's share could pass
-        if not (d.unit_kind == GF.CONSTANT).any():    # for an effect); with both labels in every group the
-            clusters = None                           # cluster's effect cancels inside each group
+    # issue 16 makes a passed cluster the unit. It is needed only when some group holds one label (a cluster's
+    # share of such groups could pass for an effect); with both labels in every group a cluster's effect cancels
+    # inside each group, and the group stays the unit.
+    if clusters is not None and groups is not None and not (GF.unit_design(y, groups).unit_kind == GF.CONSTANT).any():
+        clusters = None
     design = null_design(y, groups, n_permutations=n_permutations, seed=seed, clusters=clusters)
     res = grouped_permutation_test(stat_fn, y, groups, n_permutations=n_permutations, seed=seed,
                                    alternative=alternative, clusters=clusters, alpha=alpha, design=design)

@@ -60,8 +60,9 @@ class DetectionData:
         clusters = np.asarray([str(r["cluster"]) for r in rows]) if has_cluster else None
         rules = {}
         for r, k in zip(rows, kinds):
-            if k not in rules and r.get("label_rule"):
-                rules[k] = _rule_text(str(r["label_rule"]))
+            if k not in rules or (not rules[k] and r.get("label_rule")):
+                rules[k] = str(r.get("label_rule") or "")
+        rules = {k: _rule_text(k, v) for k, v in rules.items()}
         return cls(kinds, labels, groups, clusters, inputs, rules)
 
     def select(self, mask: np.ndarray) -> tuple[np.ndarray, ReaderInputs]:
@@ -69,12 +70,16 @@ class DetectionData:
         return idx, self.inputs.subset(idx)
 
 
-def _rule_text(rule: str) -> str:
-    try:  # the dataset kinds' label rules, stated once in behavior.kinds
-        from gemma4_saelens_ext.behavior.kinds import LABEL_RULES  # type: ignore[import-not-found]
+def _rule_text(kind: str, rule: str) -> str:
+    """The label rule in words: the rows' ``label_rule`` id (else the kind's rule) with its text from
+    ``behavior.kinds`` (the dataset kinds' rules, stated once there) when that module exists."""
+    try:
+        from gemma4_saelens_ext.behavior import kinds as K  # type: ignore[attr-defined]
     except ImportError:
         return rule
-    return f"{rule}: {LABEL_RULES[rule]}" if rule in LABEL_RULES else rule
+    if not rule and kind in K.KINDS:
+        rule = K.rule_of(kind)
+    return f"{rule}: {K.LABEL_RULES[rule]}" if rule in K.LABEL_RULES else rule
 
 
 def _hd(d: DetectionData, kind: str) -> np.ndarray:
@@ -95,6 +100,8 @@ def run_detection(train: DetectionData, eval: DetectionData, *, readers: Sequenc
                   seed: int = 0, alpha: float = 0.05, transfer: bool = True, lexical_chars: int = 30,
                   min_per_class: int = 2) -> dict[str, Any]:
     """Train the readers on each kind's train rows, then the card per kind and the transfer matrix (JSON-able)."""
+    from gemma4_saelens_ext.evals.probes import balanced_accuracy
+
     kw = dict(n_permutations=n_permutations, n_bootstrap=n_bootstrap)
     out: dict[str, Any] = {"orientation": DT.ORIENTATION, "fpr": fpr, "readers": list(readers),
                            "k_values": list(k_values), "kinds": {}, "transfer": [], "notes": []}
@@ -127,7 +134,7 @@ def run_detection(train: DetectionData, eval: DetectionData, *, readers: Sequenc
                     f = DT.detection_figures(s, lab, g, c, fpr=fpr, seed=seed + 101 * j, **kw)
                     pred = r.predict(ev_in)[hd]
                     acc = float((pred == yd).mean())
-                    bacc = float(np.mean([(pred[yd == v] == v).mean() for v in (0, 1) if (yd == v).any()]))
+                    bacc = balanced_accuracy(yd, pred)
                     sec = out["kinds"].setdefault(b, {"label_rule": eval.label_rules.get(b, ""), "rows": []})
                     sec["rows"].append({"reader": r.name, "family": r.reader, "sae": r.sae, "k": r.k,
                                         "latents": r.latents, "accuracy": acc, "balanced_accuracy": bacc,
