@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from gemma4_saelens_ext.evals import detection as DT
 from gemma4_saelens_ext.evals import grouped_fallback as GF
 from gemma4_saelens_ext.evals.detection_run import (
-    DetectionData, render_detection, run_detection, sparse_probing_output,
+    DetectionData, render_detection, run_detection, sparse_probing_results,
 )
 from gemma4_saelens_ext.evals.readers import ReaderInputs, fit_readers, top_k_mean_diff
 
@@ -331,14 +331,17 @@ def test_planted_direction_found_by_readers_card_transfer_and_saebench():
     v = cells[("dense residual", "incentive", "role_play")]["verdict"]
     assert v.startswith("does not transfer")
     assert all("p_holm" in r["auroc_honest_deceptive"] for r in card.values())
-    out = sparse_probing_output(sec, "toy", seed=0)
-    assert out["eval_type_id"] == "sparse_probing"
-    assert set(out["eval_result_metrics"]) == {"llm", "sae"}
-    assert {"llm_test_accuracy", "llm_top_1_test_accuracy"} <= set(out["eval_result_metrics"]["llm"])
-    assert set(out["eval_result_metrics"]["sae"]) == {"sae_test_accuracy", "sae_top_1_test_accuracy",
-                                                      "sae_top_2_test_accuracy", "sae_top_5_test_accuracy"}
-    det = {d["dataset_name"]: d for d in out["eval_result_details"]}
+    out = sparse_probing_results(sec, "toy", seed=0)  # SAEBench's sparse_probing metrics and details
+    assert set(out["llm"]) == {"llm_test_accuracy", "llm_top_1_test_accuracy", "llm_top_2_test_accuracy",
+                               "llm_top_5_test_accuracy"}
+    assert set(out["sae"]) == {"sae_test_accuracy", "sae_top_1_test_accuracy", "sae_top_2_test_accuracy",
+                               "sae_top_5_test_accuracy"}
+    det = {d["dataset_name"]: d for d in out["details"]}
+    assert set(det) == {f"gemma4_saelens_ext/{k}" for k in ("instructed_pairs", "role_play", "incentive")}
     assert det["gemma4_saelens_ext/instructed_pairs"]["sae_top_1_test_accuracy"] > 0.8
+    accs = [det[d]["sae_top_2_test_accuracy"] for d in det]
+    assert out["sae"]["sae_top_2_test_accuracy"] == pytest.approx(np.mean(accs))  # kinds averaged, as datasets
+    assert out["config"]["k_values"] == [1, 2, 5]
     md = "\n".join(render_detection(sec))
     assert "## Detection card" in md and "### instructed_pairs" in md and "### Transfer matrix" in md
     assert "Label rule: instruction" in md and "deceptive-ness" in md
@@ -353,6 +356,8 @@ def test_card_without_control_rows_says_so_and_few_controls_use_the_reachable_le
     sec = run_detection(tr, ev2, readers=["dense"], k_values=[1], n_permutations=50, n_bootstrap=20)
     r = sec["kinds"]["role_play"]["rows"][0]
     assert r["recall_at_threshold"] is None and any("no control rows" in n for n in sec["notes"])
+    md = "\n".join(render_detection(sec))
+    assert "no control rows." in md and "| n/a |" in md
 
 
 def test_fit_readers_skips_missing_inputs_and_rejects_unknown_readers():
@@ -370,7 +375,7 @@ def test_suite_section_is_validated_and_control_rows_come_from_the_dataset(tmp_p
 
     from gemma4_saelens_ext.evals.context import SuiteContext, labelled_split
     from gemma4_saelens_ext.evals.data import load_rows
-    from gemma4_saelens_ext.evals.detection_run import _control_rows
+    from gemma4_saelens_ext.evals.detection_family import control_rows
     from gemma4_saelens_ext.evals.spec import load_suite
 
     base = {"name": "t", "sae": {"path": str(tmp_path / "sae")}}
@@ -388,5 +393,5 @@ def test_suite_section_is_validated_and_control_rows_come_from_the_dataset(tmp_p
     ev = labelled_split("eval", load_rows(str(path), "eval"))
     assert len(ev.rows) == 8  # the labelled split drops the control rows ...
     ctx = SuiteContext(cfg=cfg, lm=None, layer=0, sae=None, encode=("pooled", ""), train=ev, eval=ev)
-    ctrl = _control_rows(ctx, ev)  # ... the detection family reads them back, whole groups under the row limit
+    ctrl = control_rows(ctx, ev)  # ... the detection family reads them back, whole groups under the row limit
     assert len(ctrl) == 12 and {r["kind"] for r in ctrl} == {"control"} and len({r["group"] for r in ctrl}) == 12

@@ -74,7 +74,7 @@ def test_demo_suite_end_to_end(tmp_path):
     assert [c["family"] for c in card] == ["dense", "sae_all", "sae_topk", "sae_topk", "sae_topk", "lexical"]
     assert all(c["auroc_honest_deceptive"]["ci"] and c["auroc_honest_deceptive"]["p"] for c in card)
     sp = r["detection"]["saebench_sparse_probing"][r["suite"]]
-    assert sp["eval_type_id"] == "sparse_probing" and "sae_top_1_test_accuracy" in sp["eval_result_metrics"]["sae"]
+    assert "llm_test_accuracy" in sp["llm"] and "sae_top_1_test_accuracy" in sp["sae"]
     md = (out / "report.md").read_text()
     assert md.index("## Detection card") < md.index("Tests")
     assert "PRIMARY: replicated d_max" in md and "Holm-adjusted" in md and "groups" in md

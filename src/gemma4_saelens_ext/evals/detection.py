@@ -282,7 +282,7 @@ def detection_figures(scores: Any, labels: Sequence[str], groups: Any, clusters:
     else:
         notes.append(f"AUROC honest vs deceptive needs both labels ({len(H)} honest, {len(D)} deceptive rows)")
     t, level, cfpr, note = threshold_at_fpr(s[C], fpr)
-    if note:
+    if note and len(C):
         notes.append(note)
     dc = rec = hf = None
     if len(C) and len(D):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +22,7 @@ from gemma4_saelens_ext.evals.readers import ReaderInputs, fit_readers
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DetectionData", "run_detection", "sparse_probing_output", "detection_from_context", "render_detection",
-           "CONTROL"]
+__all__ = ["DetectionData", "run_detection", "sparse_probing_results", "render_detection", "CONTROL"]
 
 CONTROL = "control"
 _FIGURES = ("auroc_honest_deceptive", "auroc_deceptive_control", "recall_at_threshold", "honest_fpr_at_threshold")
@@ -166,16 +164,16 @@ def _holm(out: dict[str, Any]) -> None:
     out["holm_family"] = "each table (a kind's card; the transfer matrix's off-diagonal cells)"
 
 
-def sparse_probing_output(section: dict[str, Any], sae: str, *, seed: int = 0, sae_lens_release_id: str | None = None,
-                          sae_lens_id: str | None = None, sae_lens_version: str | None = None,
-                          sae_cfg_dict: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The card's readers as SAEBench's ``sparse_probing`` eval output (``eval_type_id``, ``eval_config``,
-    ``eval_result_metrics`` {llm, sae}, ``eval_result_details`` per dataset kind, ``eval_result_unstructured``):
-    accuracy of the dense probe (``llm_test_accuracy``), the k-channel residual probes (``llm_top_{k}_...``), the
-    all-latent probe (``sae_test_accuracy``) and the k-sparse probes (``sae_top_{k}_test_accuracy``) of SAE
-    ``sae``, each trained on a kind's train groups and measured on its eval groups; metrics average the kinds
-    (as SAEBench averages its datasets). Accuracy is SAEBench's (share of eval rows right at the probe's 0.5),
-    on our eval rows, which are not re-balanced; the AUROC and balanced accuracy are in the unstructured part."""
+def sparse_probing_results(section: dict[str, Any], sae: str, *, seed: int = 0) -> dict[str, Any]:
+    """The card's readers as SAEBench ``sparse_probing`` results for SAE ``sae``: ``{"llm": {...}, "sae": {...},
+    "details": [...], "config": {...}, "unstructured": {...}}``, the metrics and per-dataset details of SAEBench's
+    ``SparseProbingEvalOutput`` (``eval_result_metrics.llm`` / ``.sae``, ``eval_result_details``,
+    ``eval_config``), for the suite's SAEBench writer to wrap with the SAE's identity. ``llm_test_accuracy`` is the
+    dense probe, ``llm_top_{k}_test_accuracy`` the k-channel residual probes (reader ``dense_topk``),
+    ``sae_test_accuracy`` the all-latent probe and ``sae_top_{k}_test_accuracy`` the k-sparse probes, each trained on
+    a kind's train groups and measured on its eval groups (``dataset_name = gemma4_saelens_ext/<kind>``); metrics
+    average the kinds, as SAEBench averages its datasets. Accuracy is SAEBench's (share of eval rows right at the
+    probe's 0.5) on our eval rows, which are not re-balanced; AUROC and balanced accuracy are in ``unstructured``."""
     details, unstructured = [], {}
     for kind, sec in section.get("kinds", {}).items():
         d: dict[str, Any] = {"dataset_name": f"gemma4_saelens_ext/{kind}"}
@@ -190,78 +188,13 @@ def sparse_probing_output(section: dict[str, Any], sae: str, *, seed: int = 0, s
         details.append(d)
     keys = sorted({k for d in details for k in d if k != "dataset_name"})
     mean = {k: float(np.mean([d[k] for d in details if k in d])) for k in keys}
-    ks = section.get("k_values", [])
-    return {
-        "eval_type_id": "sparse_probing",
-        "eval_config": {"random_seed": seed, "dataset_names": [d["dataset_name"] for d in details], "k_values": ks,
-                        "probe": "L2 logistic regression (C from the suite), standardised features; latents chosen "
-                                 "by |class mean difference| on train"},
-        "eval_id": str(uuid.uuid4()),
-        "datetime_epoch_millis": int(time.time() * 1000),
-        "eval_result_metrics": {"llm": {k: v for k, v in mean.items() if k.startswith("llm_")},
-                                "sae": {k: v for k, v in mean.items() if k.startswith("sae_")}},
-        "eval_result_details": details,
-        "eval_result_unstructured": unstructured,
-        "sae_bench_commit_hash": "not run by SAEBench (gemma4_saelens_ext detection family)",
-        "sae_lens_id": sae_lens_id, "sae_lens_release_id": sae_lens_release_id, "sae_lens_version": sae_lens_version,
-        "sae_cfg_dict": sae_cfg_dict,
-    }
-
-
-def _control_rows(ctx: Any, split: Any) -> list[dict]:
-    """Control rows of the eval split that the split does not hold already (the labelled splits drop rows that are
-    neither honest nor deceptive), read from the dataset; a seeded sample of whole groups under the row limit."""
-    if any(r.get("kind") == CONTROL for r in split.rows) or not ctx.cfg.dataset.path:
-        return []
-    from gemma4_saelens_ext.evals.data import load_rows
-    from gemma4_saelens_ext.evals.groups import resolve_groups, sample_groups
-
-    rows = [r for r in load_rows(ctx.cfg.dataset.path, split.name) if CONTROL in (r.get("kind"), r.get("label"))]
-    if rows and ctx.cfg.dataset.max_rows_per_split:
-        rows = [rows[i] for i in sample_groups(resolve_groups(rows)[0], ctx.cfg.dataset.max_rows_per_split,
-                                               ctx.cfg.seed)]
-    return rows
-
-
-def _saes(ctx: Any) -> dict[str, Any]:
-    """SAE name -> SAE: the context's ``saes`` when it has them, else the suite's SAE and ``other_saes``."""
-    saes = getattr(ctx, "saes", None)
-    return dict(saes) if isinstance(saes, dict) and saes else {ctx.cfg.name: ctx.sae, **ctx.others}
-
-
-def _inputs(ctx: Any, split: Any, *, with_control: bool) -> tuple[list[dict], ReaderInputs]:
-    saes = _saes(ctx)
-    feats = split.feats if isinstance(split.feats, dict) else {ctx.cfg.name: split.feats}
-    feats = {k: (feats[k] if k in feats else ctx.latents(split.rows, sae=v, acts=split.acts)) for k, v in saes.items()}
-    rows, acts = list(split.rows), split.acts
-    ctrl = _control_rows(ctx, split) if with_control else []
-    if ctrl:
-        ca = ctx.pooled(ctrl)
-        acts = np.concatenate([acts, ca])
-        feats = {k: np.concatenate([v, ctx.latents(ctrl, sae=saes[k], acts=ca)]) for k, v in feats.items()}
-        rows += ctrl
-    return rows, ReaderInputs(acts, feats, [str(r.get("completion", "")) for r in rows])
-
-
-def detection_from_context(ctx: Any) -> dict[str, Any]:
-    """The ``detection`` family on a suite context: its train and eval splits (plus their control rows), every
-    SAE of the suite; also the SAEBench sparse-probing output per SAE."""
-    spec = ctx.cfg.detection
-    data = {}
-    for sp in (ctx.train, ctx.eval):
-        rows, inputs = _inputs(ctx, sp, with_control=sp is ctx.eval)
-        data[sp.name] = DetectionData.from_rows(rows, inputs)
-    sec = run_detection(data[ctx.train.name], data[ctx.eval.name], readers=spec.readers, k_values=spec.k_values,
-                        fpr=spec.fpr, n_permutations=spec.n_permutations, n_bootstrap=spec.n_bootstrap, C=spec.C,
-                        seed=ctx.cfg.seed, alpha=ctx.cfg.stats.alpha, transfer=spec.transfer,
-                        lexical_chars=ctx.cfg.probes.lexical_chars)
-    sec["saebench_sparse_probing"] = {name: sparse_probing_output(sec, name, seed=ctx.cfg.seed)
-                                      for name in _saes(ctx)}
-    for kind, k in sec["kinds"].items():
-        for row in k["rows"]:
-            for key in ("auroc_honest_deceptive", "auroc_deceptive_control"):
-                ctx.warnings.extend((row.get(key) or {}).get("warnings") or [])
-    return sec
+    unstructured["probe"] = ("L2 logistic regression (detection.C), standardised features; k-sparse latents chosen "
+                             "by |class mean difference| on train (as SAEBench); scikit-learn liblinear")
+    return {"llm": {k: v for k, v in mean.items() if k.startswith("llm_")},
+            "sae": {k: v for k, v in mean.items() if k.startswith("sae_")}, "details": details,
+            "config": {"random_seed": seed, "dataset_names": [d["dataset_name"] for d in details],
+                       "k_values": list(section.get("k_values", []))},
+            "unstructured": unstructured}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -295,8 +228,9 @@ def render_detection(sec: dict[str, Any] | None) -> list[str]:
         r0 = k["rows"][0]
         L += [f"### {kind}", "", f"Label rule: {k.get('label_rule') or 'not stated in the rows (label_rule column)'}",
               f"Rows: {r0['n_honest']} honest / {r0['n_deceptive']} deceptive in {r0['n_groups']} groups; "
-              f"{r0['n_control']} control rows in {r0['n_control_groups']} groups; threshold level "
-              f"{_pct(r0['fpr_level'])} (each reader's control FPR reached is in brackets after its recall).", ""]
+              + (f"{r0['n_control']} control rows in {r0['n_control_groups']} groups; threshold level "
+               f"{_pct(r0['fpr_level'])} (each reader's control FPR reached is shown beside its recall)."
+               if r0["n_control"] else "no control rows."), ""]
         for key, what in (("auroc_honest_deceptive", "honest vs deceptive"), ("auroc_deceptive_control",
                                                                                "deceptive vs control")):
             f = r0.get(key)

@@ -155,7 +155,7 @@ def probes(ctx: SuiteContext) -> dict[str, Any]:
 
 @family("detection")
 def detection(ctx: SuiteContext) -> dict[str, Any]:
-    from gemma4_saelens_ext.evals.detection_run import detection_from_context
+    from gemma4_saelens_ext.evals.detection_family import detection_from_context
 
     return detection_from_context(ctx)
 
