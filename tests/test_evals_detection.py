@@ -395,3 +395,64 @@ def test_suite_section_is_validated_and_control_rows_come_from_the_dataset(tmp_p
     ctx = SuiteContext(cfg=cfg, lm=None, layer=0, sae=None, encode=("pooled", ""), train=ev, eval=ev)
     ctrl = control_rows(ctx, ev)  # ... the detection family reads them back, whole groups under the row limit
     assert len(ctrl) == 12 and {r["kind"] for r in ctrl} == {"control"} and len({r["group"] for r in ctrl}) == 12
+
+
+@pytest.mark.slow
+def test_family_reads_the_suite_context_with_control_rows_and_every_sae(tmp_path, gemma4_tiny):
+    """On a real model and real SAEs: the family appends the eval split's control rows (read back from the
+    dataset, encoded by every SAE) and trains one set of SAE readers per SAE."""
+    import json
+
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    from gemma4_saelens_ext.evals.context import SuiteContext, labelled_split
+    from gemma4_saelens_ext.evals.data import load_rows
+    from gemma4_saelens_ext.evals.detection_family import control_rows, detection_from_context
+    from gemma4_saelens_ext.evals.spec import load_suite
+
+    rng = np.random.default_rng(0)
+    words = ["cat", "dog", "sun", "sea", "red", "big"]
+    rows = []
+    for split, n in (("train", 8), ("eval", 6)):
+        for q in range(n):
+            for lab in ("honest", "deceptive"):
+                for kind in ("instructed_pairs", "role_play"):
+                    p = f"{kind} {split} {q}: say {'truth' if lab == 'honest' else 'a lie'}. "
+                    c = " ".join(rng.choice(words, 3))
+                    rows.append({"split": split, "kind": kind, "label": lab, "group": f"{kind}.{split}.{q}",
+                                 "cluster": f"{kind}.{q % 3}", "prompt": p, "completion": c, "text": p + c,
+                                 "completion_start": len(p)})
+        rows += [{"split": split, "kind": "control", "label": "control", "group": f"control.{split}.{i}",
+                  "cluster": f"control.{i % 3}", "prompt": "Write a line. ", "completion": words[i % 6],
+                  "text": "Write a line. " + words[i % 6], "completion_start": 14} for i in range(12)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = load_suite({"name": "tiny", "sae": {"path": str(tmp_path)}, "dataset": {"path": str(path)},
+                      "other_saes": {"other": {"path": str(tmp_path)}}, "seed": 0})
+    cfg.model.batch_size = 16
+    cfg.detection.n_permutations, cfg.detection.n_bootstrap = 50, 20
+    torch.manual_seed(0)
+    saes = [TopKSAE(TopKSAEConfig(d_in=gemma4_tiny.d_model, d_sae=32, k=4)) for _ in range(2)]
+    tr, ev = (labelled_split(s, load_rows(str(path), s)) for s in ("train", "eval"))
+    ctx = SuiteContext(cfg=cfg, lm=gemma4_tiny, layer=3, sae=saes[0], encode=("tokens", "test"), train=tr, eval=ev,
+                       others={"other": saes[1]})
+    ctx.fill(tr)
+    ctx.fill(ev)
+    sec = detection_from_context(ctx)
+    assert set(sec["kinds"]) == {"instructed_pairs", "role_play"}
+    card = sec["kinds"]["instructed_pairs"]["rows"]
+    assert {r["sae"] for r in card} == {None, "tiny", "other"}
+    assert card[0]["n_control"] == 12 and card[0]["n_honest"] == card[0]["n_deceptive"] == 6
+    assert card[0]["fpr_level"] == pytest.approx(1 / 12)  # 12 control rows cannot set 1%
+    assert {(c["train_kind"], c["eval_kind"]) for c in sec["transfer"]} == {
+        (a, b) for a in ("instructed_pairs", "role_play") for b in ("instructed_pairs", "role_play")}
+    assert set(sec["saebench_sparse_probing"]) == {"tiny", "other"}
+    ctrl = control_rows(ctx, ev)
+    assert len(ctrl) == 12 and all(r["split"] == "eval" for r in ctrl)
+    from gemma4_saelens_ext.evals.detection_family import _data
+
+    d = _data(ctx, ev, with_control=True)
+    assert (d.labels[-12:] == "control").all() and len(d.labels) == len(ev.rows) + 12
+    np.testing.assert_allclose(d.inputs.feats["other"][-12:], ctx.latents(ctrl, sae=saes[1]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d.inputs.acts[:len(ev.rows)], ev.acts)
