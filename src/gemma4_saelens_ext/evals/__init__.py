@@ -4,7 +4,8 @@
   (the prompt group as the unit of inference), :mod:`.dvalues`, :mod:`.probes`, :mod:`.trend`
 * model and SAE I/O: :mod:`.saeio`, :mod:`.context` (the labelled splits and their activations)
 * families (one job each): :mod:`.reconstruction`, :mod:`.steering`, :mod:`.stability`, :mod:`.top_latents`,
-  :mod:`.portability`, registered in :mod:`.families`
+  :mod:`.portability`, the detection card (:mod:`.detection` statistics, :mod:`.readers`, :mod:`.detection_run`,
+  :mod:`.detection_family`), registered in :mod:`.families`
 * the suite: :mod:`.spec` (schema), :mod:`.suite` (orchestration), :mod:`.report`
 * :mod:`.training_callback` — cheap evals every N steps of SAELens training (``train(..., callbacks=[hook])``)
 

@@ -192,7 +192,9 @@ def unit_bootstrap_weights(design: UnitDesign, n_bootstrap: int, seed: int) -> n
     counts = np.zeros((n_bootstrap, U), dtype=np.float32)
     for c in np.unique(cell):
         idx = np.flatnonzero(cell == c)
-        counts[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=n_bootstrap)
+        m = len(idx)  # m draws with replacement per resample, counted per unit (a multinomial, via one bincount)
+        draws = rng.integers(0, m, size=(n_bootstrap, m)) + (np.arange(n_bootstrap) * m)[:, None]
+        counts[:, idx] = np.bincount(draws.ravel(), minlength=n_bootstrap * m).reshape(n_bootstrap, m)
     return counts[:, design.codes]
 
 

@@ -142,7 +142,7 @@ def fit_readers(inputs: ReaderInputs, y_deceptive: Any, *, readers: Sequence[str
         out.append(FittedReader(name, reader, sae, k, None if latents is None else [int(i) for i in latents], est,
                                 lexical_chars))
 
-    sparse = [("dense_topk", None, inputs.acts)] + [("sae_topk", k, v) for k, v in inputs.feats.items()]
+    sparse = [("dense_topk", None, inputs.acts)] + [("sae_topk", name, f) for name, f in inputs.feats.items()]
     for r in readers:
         if r == "dense" and inputs.acts is not None:
             fit("dense residual", "dense", None, inputs.acts)
