@@ -201,7 +201,8 @@ def test_make_split_detects_a_family_cluster_or_takes_a_named_one():
 def test_suite_refuses_train_and_eval_sharing_a_group(tmp_path):
     import json
 
-    from gemma4_saelens_ext.evals.suite import load_suite, run_suite
+    from gemma4_saelens_ext.evals.suite import run_suite
+    from gemma4_saelens_ext.evals.suite_file import load_suite
 
     rows = [{"split": sp, "group": g, "prompt_id": f"{g}.{sp}", "prompt": "Q: ", "completion": c, "label": lab}
             for sp, groups in (("train", ["q1", "q2", "q3"]), ("eval", ["q3", "q4", "q5"])) for g in groups

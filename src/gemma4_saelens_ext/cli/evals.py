@@ -44,7 +44,7 @@ class EvalRunConfig:
 
     def load(self):  # noqa: ANN201 - a SuiteConfig
         """The suite with these options applied (parsed and validated; nothing loads)."""
-        from gemma4_saelens_ext.evals.suite import load_suite
+        from gemma4_saelens_ext.evals.suite_file import load_suite
 
         cfg = load_suite(self.suite, output_dir=self.out, seed=self.seed)
         for key, value in (("source", self.model), ("precision", self.precision), ("layer", self.layer)):
@@ -72,7 +72,7 @@ def _run(cfg: EvalRunConfig) -> int:
 
 
 def _validate(cfg: ValidateConfig) -> int:
-    from gemma4_saelens_ext.evals.suite import load_suite
+    from gemma4_saelens_ext.evals.suite_file import load_suite
 
     for path in cfg.suites:
         suite = load_suite(path)

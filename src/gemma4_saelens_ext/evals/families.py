@@ -156,6 +156,13 @@ def probes(ctx: SuiteContext) -> dict[str, Any]:
     return {"split": ev.name, "results": [r.to_dict() for r in res], "lexical_comparison": note}
 
 
+@family("detection")
+def detection(ctx: SuiteContext) -> dict[str, Any]:
+    from gemma4_saelens_ext.evals.detection_family import detection_from_context
+
+    return detection_from_context(ctx)
+
+
 @family("steering")
 def steering(ctx: SuiteContext) -> dict[str, Any]:
     from gemma4_saelens_ext.evals import steering as SG

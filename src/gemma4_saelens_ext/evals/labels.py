@@ -20,14 +20,16 @@ __all__ = ["POSITIVE", "NEGATIVE", "NON_DECISIVE", "encode_labels", "check_binar
 POSITIVE = "honest"
 NEGATIVE = "deceptive"
 
-NON_DECISIVE = ("ambiguous", "unlabelled")  #: labels of no class: their rows are left out of the statistics
+#: labels of neither class: their rows are left out of the honest-vs-deceptive statistics (control rows are read by
+#: the detection card, which sets its false-positive threshold on them)
+NON_DECISIVE = ("ambiguous", "unlabelled", "control")
 
 
 def encode_labels(
     labels: Sequence[Any], positive: str = POSITIVE, negative: str = NEGATIVE, *, what: str = "labels"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Map labels to (keep_mask, y), y in {0,1}. Strings are normalised ("Honest", " DECEPTIVE "); ambiguous /
-    unlabelled rows are masked out; any other value is refused with its count. Bool/int labels pass (1 = positive)."""
+    unlabelled / control rows are masked out; any other value is refused with its count. Bool/int labels pass (1 = positive)."""
     from collections import Counter
 
     from gemma4_saelens_ext.errors import UserError

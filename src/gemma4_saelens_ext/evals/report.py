@@ -251,7 +251,9 @@ def render_markdown(r: dict[str, Any], plots: dict[str, str]) -> str:
     L += _sae_lines(r) + _sizes(r)
     if r.get("warnings"):
         L += ["Warnings", ""] + [f"  • {w}" for w in dict.fromkeys(r["warnings"])] + [""]
-    L += _tests(r) + _reconstruction(r) + _dvalues(r, plots) + _control(r) + _stability(r) + _steering(r, plots)
+    from gemma4_saelens_ext.evals.detection_run import render_detection
+
+    L += render_detection(r.get("detection")) + _tests(r) + _reconstruction(r) + _dvalues(r, plots) + _control(r) + _stability(r) + _steering(r, plots)
     L += _top_latents(r) + _probes(r, plots) + _portability(r, plots)
     L += ["Versions: " + ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items()), ""]
     return "\n".join(L)

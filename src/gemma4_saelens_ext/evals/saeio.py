@@ -48,7 +48,7 @@ def train_suite_sae(cfg: Any, rows: list[dict], out: Path) -> tuple[SAE, dict[st
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gemma4_saelens_ext.evals.spec import training_overrides
+    from gemma4_saelens_ext.evals.suite_file import training_overrides
     from gemma4_saelens_ext.training.config import load_training_config
     from gemma4_saelens_ext.training.runner import train
 

@@ -1,22 +1,17 @@
-"""The eval suite's schema: one dataclass per YAML section, a docstring under every field, and :func:`load_suite`,
-which parses and validates a suite without loading a model or data (YAML keys, names, precisions, the SAE source and
-its training config), so a mistake fails in seconds."""
+"""The eval suite's schema: one dataclass per YAML section, a docstring under every field (reading and checking a
+suite file: :mod:`.suite_file`)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from gemma4_saelens_ext.options import config_from_dict
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "SuiteConfig", "ModelSpec", "DatasetSpec", "StatsSpec", "ReconstructionSpec", "DValuesSpec", "ProbesSpec",
-    "SteeringSpec", "StabilitySpec", "TopLatentsSpec", "PortabilitySpec", "ControlSpec", "load_suite",
-    "SAE_KEYS", "SUITE_OWNED_TRAINING_KEYS", "training_overrides", "SUITE_RANGES", "check_suite_values",
+    "SteeringSpec", "StabilitySpec", "TopLatentsSpec", "PortabilitySpec", "ControlSpec", "DetectionSpec",
 ]
 
 
@@ -132,6 +127,43 @@ class ProbesSpec:
     """Also probe the raw (pooled) activations."""
     control_sae: bool = True
     """Also probe a random SAE of the same shape (does the SAE's training add anything?)."""
+
+
+@dataclass
+class DetectionSpec:
+    """The detection card per dataset kind and the transfer matrix (docs/evals.md, "The detection card")."""
+
+    enabled: bool = True
+    """Run this family."""
+    readers: list[str] = field(default_factory=lambda: ["dense", "sae_all", "sae_topk", "lexical"])
+    """Readers trained on each kind's train groups: dense (standardised logistic regression on the pooled residual),
+    dense_topk (on the k residual channels with the largest class mean difference), sae_all (on all of an SAE's
+    latents), sae_topk (on its k latents with the largest class mean difference), lexical (bag of words on the
+    completion's first ``probes.lexical_chars`` characters)."""
+    k_values: list[int] = field(default_factory=lambda: [1, 2, 5])
+    """k of the k-sparse readers (SAEBench's sparse probing uses 1, 2, 5)."""
+    fpr: float = 0.01
+    """False-positive rate on the control rows that sets the threshold for recall (needs >= 1/fpr control rows;
+    with fewer, the card uses 1/n_control and says so)."""
+    n_permutations: int = 1000
+    """Label randomizations of each figure's grouped permutation test."""
+    n_bootstrap: int = 1000
+    """Group-bootstrap resamples of each figure's CI."""
+    C: float = 1.0
+    """Inverse L2 strength of every reader's logistic regression."""
+    transfer: bool = True
+    """Also test every reader on every other kind's eval split (the transfer matrix)."""
+
+    def __post_init__(self) -> None:
+        from gemma4_saelens_ext.evals.readers import READERS
+
+        bad = [r for r in self.readers if r not in READERS]
+        if bad:
+            raise ValueError(f"detection.readers: unknown {bad}; valid: {list(READERS)}")
+        if not 0 < self.fpr < 1:
+            raise ValueError(f"detection.fpr must be in (0, 1), got {self.fpr}")
+        if any(int(k) < 1 for k in self.k_values):
+            raise ValueError(f"detection.k_values must be >= 1, got {self.k_values}")
 
 
 @dataclass
@@ -252,6 +284,8 @@ class SuiteConfig:
     """Positive control."""
     probes: ProbesSpec = field(default_factory=ProbesSpec)
     """Probe family."""
+    detection: DetectionSpec = field(default_factory=DetectionSpec)
+    """Detection card and transfer matrix."""
     steering: SteeringSpec = field(default_factory=SteeringSpec)
     """Steering family."""
     stability: StabilitySpec = field(default_factory=StabilitySpec)
@@ -262,134 +296,3 @@ class SuiteConfig:
     """Precision portability family."""
     source_file: str | None = None
     """The YAML file the suite was read from (set by :func:`load_suite`)."""
-
-
-#: the keys of ``suite.sae``
-SAE_KEYS = ("path", "release", "sae_id", "train", "overrides")
-#: training settings the suite sets itself for an in-suite SAE (from its model section, train split and output)
-SUITE_OWNED_TRAINING_KEYS = {
-    "model.source": "model.source", "model.precision": "model.precision", "model.layer": "model.layer",
-    "runner.dataset_path": "dataset.train_split", "runner.output_path": "output_dir",
-    "runner.checkpoint_path": "output_dir",
-}
-
-
-def training_overrides(cfg: SuiteConfig, dataset_dir: str, out: str) -> dict[str, Any]:
-    """The dotted overrides an in-suite SAE is trained with: the suite's model, precision and layer (the training
-    config's layer when the suite names none), seed, training rows and output folders, then ``sae.overrides``."""
-    ov: dict[str, Any] = {"model.source": cfg.model.source, "model.precision": cfg.model.precision,
-                          "runner.dataset_path": dataset_dir, "runner.output_path": str(Path(out) / "sae"),
-                          "runner.checkpoint_path": str(Path(out) / "sae_checkpoints"), "runner.seed": cfg.seed}
-    if cfg.model.layer is not None:
-        ov["model.layer"] = cfg.model.layer
-    ov.update(cfg.sae.get("overrides") or {})
-    return ov
-
-
-def _check_sae(cfg: SuiteConfig) -> None:
-    sae = cfg.sae
-    if isinstance(sae, dict) and "fit" in sae:
-        raise ValueError("suite.sae.fit was removed; use `sae.train: demo_gemma3_270m_nf4` (trained with "
-                         "gemma4_saelens_ext.training.train; settings under `sae.overrides`, e.g. "
-                         "{runner.training_tokens: 20000, sae.d_sae: 640}).")
-    if not isinstance(sae, dict) or not ({"path", "release", "train"} & set(sae)):
-        raise ValueError("suite.sae needs `path`, `release` (+ `sae_id`) or `train` (a training config name or path).")
-    unknown = sorted(set(sae) - set(SAE_KEYS))
-    if unknown:
-        raise ValueError(f"suite.sae: unknown keys {unknown}; valid keys: {list(SAE_KEYS)}")
-    if "train" not in sae:
-        if "overrides" in sae:
-            raise ValueError("suite.sae.overrides applies to `sae.train` only.")
-        return
-    from gemma4_saelens_ext.training.config import load_training_config
-
-    ov = sae.get("overrides") or {}
-    if not isinstance(ov, dict):
-        raise ValueError("suite.sae.overrides must be a mapping of dotted keys, e.g. {runner.training_tokens: 20000}")
-    owned = sorted(set(ov) & set(SUITE_OWNED_TRAINING_KEYS))
-    if owned:
-        raise ValueError(f"suite.sae.overrides sets {owned}, which the suite sets itself; set "
-                         f"{sorted({SUITE_OWNED_TRAINING_KEYS[k] for k in owned})} in the suite instead.")
-    load_training_config(sae["train"], training_overrides(cfg, "<train split>", "<out>"))  # names, sections, sizes
-
-
-_POS = dict(low=1, integer=True)
-#: the ranges of the suite's numbers (key -> check_range kwargs); a value outside makes a result wrong or meaningless
-SUITE_RANGES: dict[str, dict[str, Any]] = {
-    "model.batch_size": _POS, "model.max_length": _POS, "dataset.max_rows_per_split": _POS,
-    "stats.n_permutations": _POS, "stats.n_bootstrap": _POS, "stats.probe_permutations": _POS,
-    "stats.min_class_size": _POS, "stats.threshold": dict(low=0, low_open=True), "stats.top_n": _POS,
-    "stats.alpha": dict(low=0, high=1, low_open=True, high_open=True), "reconstruction.max_texts": _POS,
-    "control.min_groups": _POS, "probes.n_splits": dict(low=2, integer=True), "probes.lexical_chars": _POS,
-    "steering.top_n": _POS, "steering.max_new_tokens": _POS, "steering.temperature": dict(low=0),
-    "steering.n_prompts": _POS, "stability.threshold": dict(low=0, low_open=True), "stability.top_n": _POS,
-    "stability.samples_per_prompt": _POS, "stability.max_new_tokens": _POS, "top_latents.n_latents": _POS,
-    "top_latents.n_examples": _POS, "portability.max_ev_drop": dict(low=0, high=1), "portability.max_texts": _POS,
-    "portability.max_alive_shift": dict(low=0),
-}  # fmt: skip
-
-
-def check_suite_values(cfg: SuiteConfig) -> None:
-    """Every number of the suite in its range (:data:`SUITE_RANGES`) and the lists that must not be empty; the error
-    names the key, e.g. ``stats.alpha=5 is out of range: it must be in (0, 1)``."""
-    from gemma4_saelens_ext.errors import UserError, check_range
-
-    for key, kw in SUITE_RANGES.items():
-        section, name = key.split(".")
-        check_range(key, getattr(getattr(cfg, section), name), **kw)
-    for steer_alpha in cfg.steering.alphas:
-        check_range("steering.alphas", steer_alpha)
-    if cfg.steering.enabled and not cfg.steering.alphas:
-        raise UserError("steering.alphas is empty.", "give the steering strengths, e.g. [-1, 0, 1].")
-    if cfg.stability.enabled and not cfg.stability.seeds:
-        raise UserError("stability.seeds is empty.", "give one seed per resample, e.g. [101, 107, 113].")
-    if cfg.control.enabled and len(cfg.control.contrast) != 2:
-        raise UserError(f"control.contrast={cfg.control.contrast!r} must name two variants.",
-                        "give [variant, reference], e.g. [V3, neutral].")
-
-
-def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> SuiteConfig:
-    """Parse and validate a suite (no model or data loads). ``overrides`` replace top-level keys."""
-    from gemma4_saelens_ext.errors import UserError, expect_mapping
-
-    if isinstance(path_or_dict, dict):
-        data, src = dict(path_or_dict), None
-    else:
-        from gemma4_saelens_ext.paths import read_yaml_mapping, resolve_project_file
-
-        src = str(resolve_project_file(path_or_dict, "evals"))
-        data = read_yaml_mapping(src, f"suite {src}")
-    data = expect_mapping(f"suite {src or '<dict>'}", data)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    for req in ("name", "sae"):
-        if req not in data:
-            raise UserError(f"suite {src or '<dict>'}: missing required key {req!r}",
-                            "see docs/evals.md for the suite's keys.")
-    cfg: SuiteConfig = config_from_dict(SuiteConfig, data, "suite")
-    check_suite_values(cfg)
-    cfg.source_file = src
-    if cfg.pooling not in ("last", "mean", "max"):
-        raise ValueError(f"suite.pooling must be last, mean or max, got {cfg.pooling!r}")
-    from gemma4_saelens_ext.evals.steering import check_scale_kind  # imports torch: after the file's checks
-    from gemma4_saelens_ext.models.precision import get_precision
-
-    get_precision(cfg.model.precision)
-    check_scale_kind(cfg.steering.scale)
-    for p in cfg.portability.precisions:
-        get_precision(p)
-    if cfg.dataset.path is None and not cfg.dataset.scripted_families:
-        raise ValueError("suite.dataset needs `path` (a built dataset) or `scripted_families` (demo).")
-    _check_sae(cfg)
-    if cfg.probes.n_splits < 2:
-        raise ValueError("probes.n_splits must be >= 2")
-    if cfg.steering.weighting not in ("d", "sign", "uniform"):
-        raise ValueError(f"steering.weighting must be d, sign or uniform, got {cfg.steering.weighting!r}")
-    if cfg.stability.mode not in ("auto", "regenerate", "bootstrap"):
-        raise ValueError(f"stability.mode must be auto, regenerate or bootstrap, got {cfg.stability.mode!r}")
-    if cfg.encode not in ("auto", "tokens", "pooled"):
-        raise ValueError(f"suite.encode must be auto, tokens or pooled, got {cfg.encode!r}")
-    if cfg.steering.enabled and cfg.steering.n_random_directions < 1:
-        raise ValueError("steering.n_random_directions must be >= 1 (the random-direction control)")
-    if cfg.stats.n_permutations < 1000:
-        logger.warning("stats.n_permutations=%d < 1000: p-values are coarse.", cfg.stats.n_permutations)
-    return cfg

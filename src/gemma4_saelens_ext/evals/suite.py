@@ -13,17 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gemma4_saelens_ext.evals.spec import (  # noqa: F401  (re-exported: the suite's public schema)
-    ControlSpec, DatasetSpec, DValuesSpec, ModelSpec, PortabilitySpec, ProbesSpec, ReconstructionSpec, StabilitySpec,
-    StatsSpec, SteeringSpec, SuiteConfig, TopLatentsSpec, load_suite,
-)
+from gemma4_saelens_ext.evals.spec import SuiteConfig
+from gemma4_saelens_ext.evals.suite_file import load_suite
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "SuiteConfig", "ModelSpec", "DatasetSpec", "StatsSpec", "ReconstructionSpec", "DValuesSpec", "ProbesSpec",
-    "SteeringSpec", "StabilitySpec", "TopLatentsSpec", "PortabilitySpec", "ControlSpec", "load_suite", "run_suite",
-]
+__all__ = ["run_suite"]
 
 
 def _scenario_files(path: str | None) -> list[str] | None:

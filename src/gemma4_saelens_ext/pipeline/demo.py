@@ -190,7 +190,7 @@ def _training_data(ds: Path, dest: Path) -> tuple[str, int]:
 
 
 def _suite_overrides(cfg: DemoConfig, d: Path) -> tuple[Any, str]:
-    from gemma4_saelens_ext.evals.suite import load_suite
+    from gemma4_saelens_ext.evals.suite_file import load_suite
 
     suite = load_suite(cfg.suite, sae={"path": str(d / "sae")}, output_dir=str(d / "report"))
     suite.name = f"demo-{cfg.model}-{cfg.precision}"
@@ -307,7 +307,7 @@ def stage_hashes(cfg: DemoConfig) -> dict[str, str]:
 
 def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Run (or resume) the four stages; returns the ``stages.json`` content. Raises :class:`DemoError` on failure."""
-    from gemma4_saelens_ext.evals.suite import load_suite
+    from gemma4_saelens_ext.evals.suite_file import load_suite
     from gemma4_saelens_ext.training.config import load_training_config
     from gemma4_saelens_ext.training.runner import check_model_fit
 
