@@ -12,7 +12,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from gemma4_saelens_ext.evals import detection as DT
-from gemma4_saelens_ext.evals import grouped_fallback as GF
+from gemma4_saelens_ext.evals import nulls as N
+from gemma4_saelens_ext.evals.groups import check_split_overlap
 from gemma4_saelens_ext.evals.detection_run import (
     DetectionData, render_detection, run_detection, sparse_probing_results,
 )
@@ -31,16 +32,17 @@ def test_auroc_kernels_match_sklearn_with_ties_and_weights():
     s = np.round(rng.normal(size=80), 1)  # many ties
     L = rng.integers(0, 2, (20, 80)).astype(np.int8)
     want = [roc_auc_score(row, s) for row in L]
-    np.testing.assert_allclose(DT.auroc_labels(s, L), want, atol=1e-12)
-    np.testing.assert_allclose(DT.weighted_auroc(s, L, 1 - L), want, atol=1e-12)
+    np.testing.assert_allclose(N.auroc(s, L), want, atol=1e-12)  # the rank form (unit weights)
+    np.testing.assert_allclose(N.weighted_auroc(s, L, 1 - L), want, atol=1e-12)
     y = L[0]
     for _ in range(5):  # integer weights = rows repeated
         w = rng.integers(0, 4, 80).astype(float)
         rep = np.repeat(np.arange(80), w.astype(int))
-        got = DT.weighted_auroc(s, (w * y)[None], (w * (1 - y))[None])[0]
+        got = N.weighted_auroc(s, (w * y)[None], (w * (1 - y))[None])[0]
         assert got == pytest.approx(roc_auc_score(y[rep], s[rep]), abs=1e-12)
-    assert np.isnan(DT.auroc_labels(s, np.ones((1, 80), np.int8))[0])
-    assert DT.auroc(-s, y) == pytest.approx(1 - roc_auc_score(y, s))  # orientation: higher = positive
+        assert N.auroc(s, y, w)[0] == pytest.approx(got, abs=1e-12)  # the weighted form
+    assert np.isnan(N.auroc(s, np.ones((1, 80), np.int8))[0])
+    assert N.auroc(-s, y)[0] == pytest.approx(1 - roc_auc_score(y, s))  # orientation: higher = positive
 
 
 def test_threshold_recall_and_honest_fpr_against_hand_counts():
@@ -86,37 +88,50 @@ def test_top_k_mean_diff_matches_direct_argsort():
 
 def test_overlapping_train_and_eval_groups_are_refused():
     with pytest.raises(ValueError, match=r"2 (prompt )?group\(s\).*g1'?, '?g2"):
-        DT.check_disjoint_groups(["g0", "g1", "g2"], ["g1", "g2", "g3"])
+        check_split_overlap(["g0", "g1", "g2"], ["g1", "g2", "g3"], names=("training rows", "evaluation rows"))
     tr, ev = _kind_data(3, "instructed_pairs", 8, planted=1.0), _kind_data(4, "instructed_pairs", 8, planted=1.0)
     ev.groups[:] = tr.groups[: len(ev.groups)]
     with pytest.raises(ValueError, match="readers trained on instructed_pairs"):
         run_detection(tr, ev, readers=["dense"], k_values=[1], n_permutations=10, n_bootstrap=10)
 
 
-def test_unit_design_names_the_layout_and_the_unit():
+def test_card_design_names_the_layout_and_the_unit():
     y = np.array([1, 0, 1, 0, 1, 1, 0, 0])
-    assert GF.unit_design(y, list("aabbccdd")).layout == "combination"
-    assert GF.unit_design(y, list("aabbccdd")).unit_kind.tolist() == [1, 1, 0, 0]
-    assert GF.unit_design([1, 0, 1, 0], list("aabb")).layout == "balanced_within"
-    assert GF.unit_design([1, 1, 0, 0], list("abcd")).layout == "constant_within"
-    assert GF.unit_design([1, 1, 0, 1, 0, 0], list("aaabbb")).layout == "mixed_unbalanced"
-    # labels constant within clusters: the cluster is the unit; otherwise the clusters are strata
-    d = GF.unit_design([1, 1, 0, 0], list("abcd"), clusters=list("xxyy"))
-    assert d.unit == "cluster" and d.n_units == 2
-    d = GF.unit_design([1, 0, 1, 0], list("abcd"), clusters=list("xxyy"))
-    assert d.unit == "prompt group" and len(np.unique(d.strata)) == 2 and "within each of 2 clusters" in d.null
+    kw = dict(n_permutations=100, seed=0)
+    lay = DT.card_design(y, list("aabbccdd"), **kw).layout
+    assert lay.kind == "combination" and lay.unit_kind.tolist() == [1, 1, 0, 0]
+    assert DT.card_design([1, 0, 1, 0], list("aabb"), **kw).layout.kind == "balanced_within"
+    assert DT.card_design([1, 1, 0, 0], list("abcd"), **kw).layout.kind == "constant_within"
+    assert DT.card_design([1, 1, 0, 1, 0, 0], list("aaabbb"), **kw).layout.kind == "mixed_unbalanced"
+    # a group with one label: the cluster is the unit (whether or not the labels are constant within it) ...
+    for yc in ([1, 1, 0, 0], [1, 0, 1, 0]):
+        lay = DT.card_design(yc, list("abcd"), clusters=list("xxyy"), **kw).layout
+        assert lay.unit == "cluster" and lay.n_groups == 2 and "hold one label" in lay.unit_reason
+    # ... with both labels in every group, a cluster's effect cancels inside the groups: the group stays the unit
+    lay = DT.card_design([1, 0, 1, 0], list("aabb"), clusters=list("xxxx"), **kw).layout
+    assert lay.unit == "prompt group" and lay.n_groups == 2
 
 
-def test_permuted_labels_keep_each_unit_composition():
-    rng = np.random.default_rng(3)
+def test_card_design_keeps_each_unit_and_carries_the_balance_weights_into_the_bootstrap():
     y = np.array([1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0])
     groups = ["bal"] * 4 + ["unb"] * 4 + ["c1", "c2", "c3", "c4", "c5"]
-    d = GF.unit_design(y, groups)
-    L = GF.permuted_labels(d, y, 500, rng)
-    assert (L[:, :4].sum(1) == 2).all() and (L[:, :2].sum(1) == 1).all()  # flips keep the 1:1 pairs... whole
-    assert (L[:, 4:8].sum(1) == 3).all() and len({tuple(r) for r in L[:, 4:8]}) == 4  # shuffles inside
-    assert (L[:, 8:].sum(1) == 2).all() and len({tuple(r) for r in L[:, 8:]}) == 10  # C(5, 2) arrangements
-    assert d.log_n_arrangements == pytest.approx(np.log(2 * 4 * 10))
+    d = DT.card_design(y, groups, n_permutations=500, seed=3)
+    L = d.labels()
+    assert d.exact and len(L) == 2 * 2 * 10  # two flips x two flips x C(5, 2)
+    assert (L[:, :4].sum(1) == 2).all() and (L[:, :2].sum(1) == 1).all()  # the 1:1 group flipped whole
+    assert {tuple(r) for r in L[:, 4:8]} == {(1, 1, 0, 1), (0, 0, 1, 0)}  # the 3:1 group flipped whole
+    assert (L[:, 8:].sum(1) == 2).all() and len({tuple(r) for r in L[:, 8:]}) == 10  # one-label groups permuted
+    np.testing.assert_allclose(d.weights[4:8], [0.5, 0.5, 1.5, 0.5])  # 2 n_dec / n and 2 n_hon / n
+    s = np.random.default_rng(4).normal(size=len(y)) + y
+    f = DT.auroc_figure(s, y, groups, n_permutations=500, n_bootstrap=400, seed=3)
+    assert f.value == pytest.approx(N.auroc(s, y, d.weights)[0]) and f.layout == "combination"
+    C = d.bootstrap_counts(400, 4)  # the figure's bootstrap (seed + 1)
+    W = C[:, d.codes] * d.weights
+    const = d.layout.unit_kind == 0
+    for cell in (const & (d.layout.n_honest > 0), const & (d.layout.n_honest == 0), ~const):  # 2, 3 and 2 units
+        assert (C[:, cell].sum(1) == cell.sum()).all()  # whole units resampled inside each cell
+    assert ((W * y).sum(1) > 0).all() and ((W * (1 - y)).sum(1) > 0).all()  # both classes in every resample
+    assert f.ci == pytest.approx(tuple(np.percentile(N.weighted_auroc(s, W * y, W * (1 - y)), [2.5, 97.5])))
 
 
 # ------------------------------------------------------------------------------- null pools per layout
@@ -167,7 +182,7 @@ LAYOUTS = ["instructed_pairs", "role_play", "incentive_mixed", "incentive_consta
 
 
 def _p(s, y, g, cl, seed, clusters=True):
-    return DT.grouped_p(lambda L, w: DT.weighted_auroc(s, L * w, (1 - L) * w), y, g, n_permutations=B, seed=seed,
+    return DT.grouped_p(lambda L, w: N.auroc(s, L, w), y, g, n_permutations=B, seed=seed,
                         clusters=cl if clusters else None)
 
 
@@ -180,7 +195,7 @@ def test_auroc_test_is_calibrated_on_null_pools_of_each_layout(layout):
         s, y, g, cl = _pool(layout, rng)
         t = _p(s, y, g, cl, seed=i)
         ps.append(t.p)
-        kinds.add(t.layout)
+        kinds.add(t.layout.kind)
     ps = np.asarray(ps)
     fpr = float((ps <= ALPHA).mean())
     print(f"{layout} ({kinds}): false-positive rate {fpr:.3f} over {N_POOLS} null pools, mean p {ps.mean():.3f}")
@@ -201,7 +216,7 @@ def test_row_level_and_unstratified_tests_fail_on_the_same_null_pools():
         row.append(_p(s, y, None, None, seed=i, clusters=False).p)
         unstrat.append(_p(s, y, g, cl, seed=i, clusters=False).p)
     row_fpr, unstrat_fpr = np.mean(np.asarray(row) <= ALPHA), np.mean(np.asarray(unstrat) <= ALPHA)
-    print(f"row-level {row_fpr:.2f}, groups without the family strata {unstrat_fpr:.2f}")
+    print(f"row-level {row_fpr:.2f}, groups with the families ignored {unstrat_fpr:.2f}")
     assert row_fpr >= 0.3 and unstrat_fpr >= 0.15
 
 
@@ -234,7 +249,7 @@ def test_planted_effect_is_found_in_each_layout(layout):
     for i in range(20):
         s, y, g, cl = _pool(layout, rng, planted=3.0)
         t = _p(s, y, g, cl, seed=i)
-        assert t.observed > 0.7
+        assert t.statistic > 0.7
         hits += t.p <= ALPHA
     assert hits >= 18
 

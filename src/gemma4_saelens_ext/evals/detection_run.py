@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gemma4_saelens_ext.evals import detection as DT
+from gemma4_saelens_ext.evals.groups import check_split_overlap, holm, resolve_groups
 from gemma4_saelens_ext.evals.readers import ReaderInputs, fit_readers
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ class DetectionData:
     def from_rows(cls, rows: Sequence[dict], inputs: ReaderInputs) -> "DetectionData":
         if len(rows) != len(inputs):
             raise ValueError(f"{len(rows)} rows but {len(inputs)} input rows")
-        from gemma4_saelens_ext.evals.groups import resolve_groups
-
         kinds = np.asarray([str(r.get("kind") or "role_play") for r in rows])
         labels = np.asarray([CONTROL if CONTROL in (k, r.get("label")) else str(r.get("label"))
                              for r, k in zip(rows, kinds)])
@@ -70,11 +69,9 @@ class DetectionData:
 
 def _rule_text(kind: str, rule: str) -> str:
     """The label rule in words: the rows' ``label_rule`` id (else the kind's rule) with its text from
-    ``behavior.kinds`` (the dataset kinds' rules, stated once there) when that module exists."""
-    try:
-        from gemma4_saelens_ext.behavior import kinds as K  # type: ignore[attr-defined]
-    except ImportError:
-        return rule
+    ``behavior.kinds`` (the dataset kinds' rules, stated once there)."""
+    from gemma4_saelens_ext.behavior import kinds as K
+
     if not rule and kind in K.KINDS:
         rule = K.rule_of(kind)
     return f"{rule}: {K.LABEL_RULES[rule]}" if rule in K.LABEL_RULES else rule
@@ -116,7 +113,8 @@ def run_detection(train: DetectionData, eval: DetectionData, *, readers: Sequenc
     t0 = time.time()
     for a in trained:
         tr_idx, tr_in = train.select(_hd(train, a))
-        DT.check_disjoint_groups(train.groups[tr_idx], eval.groups, what=f"readers trained on {a}")
+        check_split_overlap(train.groups[tr_idx], eval.groups, what=f"readers trained on {a}",
+                            names=("training rows", "evaluation rows"))
         fitted = fit_readers(tr_in, train.labels[tr_idx] == "deceptive", readers=readers, k_values=k_values, C=C,
                              seed=seed, lexical_chars=lexical_chars)
         for b in (eval_kinds if transfer else [k for k in eval_kinds if k == a]):
@@ -152,8 +150,6 @@ def run_detection(train: DetectionData, eval: DetectionData, *, readers: Sequenc
 def _holm(out: dict[str, Any]) -> None:
     """Holm-adjust the p-values of each table as one family (a kind's card: every reader and figure; the transfer
     matrix: its off-diagonal cells); each figure gets ``p_holm``."""
-    from gemma4_saelens_ext.evals.groups import holm
-
     tables: list[list[dict]] = [[row[k] for row in sec["rows"] for k in _FIGURES if row.get(k)]
                                 for sec in out["kinds"].values()]
     tables.append([c["auroc"] for c in out["transfer"] if c["auroc"] and c["train_kind"] != c["eval_kind"]])

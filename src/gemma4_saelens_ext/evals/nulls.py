@@ -33,8 +33,8 @@ from gemma4_saelens_ext.evals.layout import CONSTANT, LabelLayout, classify_layo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NullDesign", "null_design", "balance_cell_weights", "PermutationTest", "grouped_permutation_test", "auroc",
-           "auroc_test"]
+__all__ = ["NullDesign", "null_design", "balance_cell_weights", "PermutationTest", "grouped_permutation_test",
+           "midranks", "weighted_auroc", "auroc", "auroc_test"]
 
 ALTERNATIVES = ("greater", "less", "two-sided")
 
@@ -278,27 +278,48 @@ def grouped_permutation_test(
                            min_p=d.smallest_p(alternative), layout=d.layout, null_distribution=null, warnings=warns)
 
 
+def midranks(scores: Any) -> np.ndarray:
+    """Ranks 1..n of ``scores``, ties given their average rank."""
+    _, inv, counts = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True, return_counts=True)
+    cum = np.cumsum(counts)
+    return (cum - (counts - 1) / 2.0)[inv.ravel()]
+
+
+def weighted_auroc(scores: Any, w_pos: Any, w_neg: Any) -> np.ndarray:
+    """AUROC of fixed ``scores`` [n] for each row of ``[B, n]`` non-negative weights of the positive and of the
+    negative rows (labels times balance weights, or bootstrap counts): ``sum_ij w_i v_j ([s_i > s_j] + [s_i = s_j]
+    / 2) / (W V)``. Returns [B] (NaN where a row has no positive or no negative weight)."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    P, N = (np.atleast_2d(np.asarray(w, dtype=np.float64)) for w in (w_pos, w_neg))
+    if P.shape[1] != len(s) or N.shape[1] != len(s):
+        raise ValueError(f"weighted_auroc: {len(s)} scores but weights have {P.shape[1]} and {N.shape[1]} columns")
+    order = np.argsort(s, kind="stable")
+    ss = s[order]
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])  # one column per distinct score, increasing
+    P, N = np.add.reduceat(P[:, order], starts, axis=1), np.add.reduceat(N[:, order], starts, axis=1)
+    below = np.cumsum(N, axis=1) - N
+    den = P.sum(1) * N.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (P * (below + 0.5 * N)).sum(1) / np.where(den > 0, den, 1.0), np.nan)
+
+
 def auroc(scores: Any, labels: Any, weights: Any = None) -> np.ndarray:
     """Weighted AUROC of fixed ``scores`` [n] for each row of ``labels`` ([B, n] or [n], 1 = positive): the
     weighted share of (positive, negative) pairs ranked correctly, ties counted half. Returns [B] (NaN where a
-    row has one class)."""
+    row has one class). With unit weights it is one matrix product with the fixed ranks of the scores
+    (``(sum of positive ranks - n1 (n1 + 1) / 2) / (n1 n0)``), else :func:`weighted_auroc`."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     L = np.atleast_2d(np.asarray(labels)).astype(np.float64)
     if L.shape[1] != len(s):
         raise ValueError(f"auroc: {len(s)} scores but labels have {L.shape[1]} columns")
-    w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=np.float64)
-    order = np.argsort(s, kind="stable")
-    ss = s[order]
-    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
-    block = np.cumsum(np.r_[True, ss[1:] != ss[:-1]]) - 1
-    pos = L[:, order] * w[order]
-    neg = (1.0 - L[:, order]) * w[order]
-    bneg = np.add.reduceat(neg, starts, axis=1)
-    below = np.cumsum(bneg, axis=1) - bneg
-    val = below[:, block] + 0.5 * bneg[:, block]
-    den = pos.sum(1) * neg.sum(1)
+    if weights is not None and not np.all(np.asarray(weights) == 1):
+        w = np.asarray(weights, dtype=np.float64)
+        return weighted_auroc(s, L * w, (1.0 - L) * w)
+    n1 = L.sum(1)
+    n0 = len(s) - n1
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (pos * val).sum(1) / np.where(den > 0, den, 1.0), np.nan)
+        out = (L @ midranks(s) - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+    return np.where((n1 > 0) & (n0 > 0), out, np.nan)
 
 
 def auroc_test(
