@@ -44,7 +44,8 @@ def _saes(d_in):
             for p in sae.parameters():
                 p.copy_(torch.randn_like(p) * 0.05)
         jump.threshold.fill_(0.5)
-    return [Encoder("topk", topk, "tokens"), Encoder("jumprelu", jump, "tokens"), Encoder("topk pooled", topk, "pooled")]
+    return [Encoder("topk", topk, "tokens"), Encoder("jumprelu", jump, "tokens"),
+            Encoder("topk pooled", topk, "pooled")]
 
 
 @pytest.mark.slow

@@ -38,7 +38,8 @@ def test_sae_list_schema_and_the_older_form():
                       "at most one entry may say `train`"),
                      ({"saes": [{"path": "a", "primary": True}, {"path": "b", "primary": True}]}, "more than one"),
                      ({"saes": [{"path": "a", "overrides": {"sae.k": 4}}]}, "applies to `train` only"),
-                     ({"saes": [{"path": "a", "colour": 1}]}, r"unknown keys \['colour'\]")]:
+                     ({"saes": [{"path": "a", "colour": 1}]}, r"unknown keys \['colour'\]"),
+                     ({"saes": [{"path": "a", "name": "raw"}]}, "label other rows")]:
         with pytest.raises(ValueError, match=msg):
             load_suite({**base, **bad})
 
@@ -149,7 +150,8 @@ def test_four_sources_one_row_each_in_every_table(tmp_path, monkeypatch):
     # one row per SAE in every table, width / L0 / encoding unit beside it
     rec = {x["name"]: x for x in r["reconstruction"]["saes"]}
     assert list(rec) == names and rec["local"]["l0"] == pytest.approx(12.0)
-    assert rec["behavior-release"]["l0"] == pytest.approx(8.0) and rec["behavior-release"]["unit"].endswith("pooled texts")
+    assert rec["behavior-release"]["l0"] == pytest.approx(8.0)
+    assert rec["behavior-release"]["unit"].endswith("pooled texts")
     assert rec["gemma-scope-2"]["unit"].startswith("tokens") and rec["gemma-scope-2"]["lm_loss"]["n_tokens"] > 0
     assert r["reconstruction"]["explained_variance"] == rec["trained"]["explained_variance"]  # top level = primary
     assert [x["name"] for x in r["dvalues"]["by_sae"]] == names

@@ -26,13 +26,14 @@ import numpy as np
 
 from gemma4_saelens_ext.evals import groups as G
 from gemma4_saelens_ext.evals import stats as S
+from gemma4_saelens_ext.evals.saes import RESERVED_NAMES
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Split", "SuiteContext", "make_split", "labelled_split", "CONTROL_SAE"]
 
 #: the random same-shape SAE the probes compare against (its latents sit in the eval split's ``latents``)
-CONTROL_SAE = "control SAE (random, same shape)"
+CONTROL_SAE = RESERVED_NAMES[1]
 
 
 @dataclass
@@ -186,8 +187,9 @@ class SuiteContext:
             idx |= set(split.sample_index(32, cfg.seed).tolist())
         if split is self.eval and cfg.reconstruction.enabled and cfg.reconstruction.token_level:
             idx |= set(split.sample_index(cfg.reconstruction.max_texts, cfg.seed).tolist())
-        if split is self.eval and cfg.portability.enabled:
-            idx |= set(split.sample_index(cfg.portability.max_texts, cfg.seed).tolist())
+        pc = cfg.portability
+        if split is self.eval and pc.enabled and (pc.training_precision or cfg.model.precision) == cfg.model.precision:
+            idx |= set(split.sample_index(pc.max_texts, cfg.seed).tolist())  # the training precision's inputs
         return sorted(idx)
 
     def fill(self, split: Split, *, which: str = "all", keep_tokens: Any = ()) -> Split:
@@ -210,9 +212,9 @@ class SuiteContext:
         """Raw residual of the hooked layer, pooled over each completion."""
         return self.extract(rows, which="none").pooled
 
-    def latents(self, rows: list[dict]) -> np.ndarray:
+    def latents(self, rows: list[dict], what: str = "rows") -> np.ndarray:
         """The primary SAE's latents per completion (computed the way it was trained)."""
-        return self.extract(rows, which="primary").latents[self.primary.name]
+        return self.extract(rows, which="primary", what=what).latents[self.primary.name]
 
     def tokens(self, rows: list[dict]) -> np.ndarray:
         """All tokens of the texts except BOS, concatenated."""

@@ -270,7 +270,7 @@ def stability(ctx: SuiteContext) -> dict[str, Any]:
                 resamples.append(ST.Resample(s, "regenerated (pool too small)", np.zeros((0, 1)), np.zeros(0), 0))
                 continue
             resamples.append(ST.Resample(s, f"regenerated ({per_prompt} samples per prompt, new text)",
-                                         ctx.latents(sp.rows), sp.y, sp.n_groups))
+                                         ctx.latents(sp.rows, sp.name), sp.y, sp.n_groups))
     return ST.stability_report(ctx.d_train, resamples, threshold=sc.threshold, top_n=sc.top_n)
 
 

@@ -13,8 +13,8 @@ module writes two of its eval types:
   :data:`SPARSE_PROBING_METRICS`, one ``eval_result_details`` entry per dataset.
 
 A metric SAEBench requires that this run did not compute (or that came out NaN) is written as ``-1`` (SAEBench's own
-stand-in for NaN) and named in ``eval_result_unstructured["not_computed"]``. ``sae_bench_commit_hash`` says the file was written by this
-package, not by SAEBench. :func:`validate_saebench` checks a document against the schema implemented here.
+stand-in for NaN) and named in ``eval_result_unstructured["not_computed"]``. ``sae_bench_commit_hash`` says the file
+was written by this package, not by SAEBench. :func:`validate_saebench` checks a document against the schema implemented here.
 """
 
 from __future__ import annotations
@@ -235,7 +235,8 @@ def write_saebench_files(out: Path, report: Mapping[str, Any], saes: list[Any]) 
     m, rc = settings["model"], settings["reconstruction"]
     config = {"model_name": m["source"], "llm_dtype": m["precision"], "batch_size_prompts": m["batch_size"],
               "dataset": ds.get("path") or f"scripted:{','.join(ds.get('families') or [])}",
-              "context_size": m["max_length"], "compute_kl": bool(rc["lm_loss"]), "compute_ce_loss": bool(rc["lm_loss"]),
+              "context_size": m["max_length"], "compute_kl": bool(rc["lm_loss"]),
+              "compute_ce_loss": bool(rc["lm_loss"]),
               "compute_l2_norms": True, "compute_sparsity_metrics": True, "compute_variance_metrics": True,
               "compute_featurewise_density_statistics": False, "compute_featurewise_weight_based_metrics": False,
               "exclude_special_tokens_from_reconstruction": True, "verbose": False,

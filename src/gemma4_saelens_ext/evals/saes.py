@@ -31,8 +31,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ENTRY_KEYS", "SOURCE_KEYS", "SUITE_OWNED_TRAINING_KEYS", "SuiteSAE", "normalize_saes", "check_saes",
-    "primary_entry", "train_entry", "entry_name", "entry_source", "training_overrides", "train_suite_sae",
+    "ENTRY_KEYS", "SOURCE_KEYS", "RESERVED_NAMES", "SUITE_OWNED_TRAINING_KEYS", "SuiteSAE", "normalize_saes",
+    "check_saes", "primary_entry", "train_entry", "entry_name", "entry_source", "training_overrides", "train_suite_sae",
     "check_before_loading", "load_suite_saes", "describe_saes",
 ]
 
@@ -40,6 +40,8 @@ __all__ = [
 ENTRY_KEYS = ("name", "primary", "encode", "path", "release", "sae_id", "train", "overrides")
 #: exactly one of these says where the SAE comes from
 SOURCE_KEYS = ("path", "release", "train")
+#: row labels the tables use for other representations (``lexical...`` too)
+RESERVED_NAMES = ("raw", "control SAE (random, same shape)")
 
 
 def entry_name(entry: dict[str, Any]) -> str:
@@ -101,7 +103,8 @@ def normalize_saes(data: dict[str, Any], where: str = "suite") -> list[dict[str,
     if saes is not None and not isinstance(saes, list):
         raise ValueError(f"{where}.saes must be a list of SAE entries, got {type(saes).__name__}")
     if not isinstance(others, dict):
-        raise ValueError(f"{where}.other_saes must map a name to an SAE ({{path: ...}} or {{release: ..., sae_id: ...}})")
+        raise ValueError(f"{where}.other_saes must map a name to an SAE ({{path: ...}} or "
+                         "{release: ..., sae_id: ...})")
     if saes:
         entries = [_check_entry(e, f"{where}.saes[{i}]") for i, e in enumerate(saes)]
     else:
@@ -113,6 +116,9 @@ def normalize_saes(data: dict[str, Any], where: str = "suite") -> list[dict[str,
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"{where}.saes: names {dup} appear twice; give each entry a distinct `name`.")
+    taken = sorted(n for n in names if n in RESERVED_NAMES or n.startswith("lexical"))
+    if taken:
+        raise ValueError(f"{where}.saes: names {taken} label other rows of the probe table; rename those entries.")
     if sum("train" in e for e in entries) > 1:
         raise ValueError(f"{where}.saes: at most one entry may say `train` (it is saved to <output>/sae).")
     if sum(bool(e.get("primary")) for e in entries) > 1:
@@ -260,17 +266,16 @@ def check_before_loading(cfg: Any) -> None:
 
 
 def load_suite_saes(cfg: Any, train_rows: list[dict], out: Path) -> list[SuiteSAE]:
-    """Train (the ``train`` entry, on ``train_rows``) or load every SAE of ``cfg.saes``, in order."""
-    from gemma4_saelens_ext.evals.saeio import check_sae_matches, encode_unit, load_sae
+    """Load every SAE of ``cfg.saes`` (a missing one fails before any training), then train the ``train`` entry on
+    ``train_rows``; in the list's order."""
+    from gemma4_saelens_ext.evals.saeio import encode_unit, load_sae
 
     prim = primary_entry(cfg.saes)
+    loaded = {id(e): (load_sae(e), {"kind": "loaded" if e.get("path") else "release (SAE.from_pretrained)"})
+              for e in cfg.saes if "train" not in e}
     result = []
     for entry in cfg.saes:
-        if "train" in entry:
-            sae, info = train_suite_sae(cfg, entry, train_rows, out)
-        else:
-            sae = load_sae(entry)
-            info = {"kind": "loaded" if entry.get("path") else "release (SAE.from_pretrained)"}
+        sae, info = loaded[id(entry)] if id(entry) in loaded else train_suite_sae(cfg, entry, train_rows, out)
         unit, why = encode_unit(sae, entry, entry.get("encode") or cfg.encode)
         if entry.get("encode") not in (None, "auto"):
             why = "the SAE entry's `encode`"

@@ -152,7 +152,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
     report.update(fams)
     report["tests"] = _tests(fams, ctx.pvalues, cfg.stats.alpha)
     report["extraction"] = ctx.extractions
-    report["saebench"] = write_saebench_files(out, report, saes)  # per SAE, SAEBench's core schema (sparse probing: a slot)
+    report["saebench"] = write_saebench_files(out, report, saes)  # per SAE: SAEBench core; a sparse-probing slot
     report["timings_s"]["total"] = time.time() - t0
     REP.write_report(report, out)
     logger.info("report written to %s (%.0f s)", out, report["timings_s"]["total"])
