@@ -68,7 +68,7 @@ def lm():
 
 def _ctx(lm, sae, unit):
     from gemma4_saelens_ext.evals.saes import SuiteSAE
-    from gemma4_saelens_ext.evals.suite import load_suite
+    from gemma4_saelens_ext.evals.suite_file import load_suite
 
     cfg = load_suite("evals/demo.yaml")
     cfg.model.batch_size = 4

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from gemma4_saelens_ext.evals.training_callback import TrainingEvalHook
-from gemma4_saelens_ext.evals.suite import load_suite, run_suite
+from gemma4_saelens_ext.evals.suite import run_suite
+from gemma4_saelens_ext.evals.suite_file import load_suite
 
 DEMO = "evals/demo.yaml"
 
@@ -38,7 +39,8 @@ def tiny_cfg(tmp_path, **over):
 def test_demo_suite_end_to_end(tmp_path):
     out = run_suite(tiny_cfg(tmp_path), output_dir=str(tmp_path / "rep"))
     r = json.loads((out / "report.json").read_text())
-    for fam in ("reconstruction", "dvalues", "probes", "steering", "stability", "top_latents", "portability"):
+    for fam in ("reconstruction", "dvalues", "probes", "detection", "steering", "stability", "top_latents",
+                "portability"):
         assert fam in r, fam
     tr = r["dvalues"]["splits"]["train"]
     assert tr["n_groups"] >= 2 and tr["null"].startswith("group flips") and 0 < tr["p_d_max"] <= 1
@@ -69,8 +71,27 @@ def test_demo_suite_end_to_end(tmp_path):
     # fp32 vs fp32 through the same SAE: exactly unchanged
     row = r["portability"]["rows"][0]
     assert row["precision"] == "fp32" and row["ev_drop"] == 0.0 and row["verdict"] == "ok"
+    # the label layout, the null and the interval methods are named (the scripted pools are 1:1 in every group)
+    lay = r["dataset"]["layout"]["train"]
+    assert lay["kind"] == "balanced_within" and lay["unit"] == "prompt group" and tr["layout"] == lay
+    assert tr["d_max_ci_method"].startswith("bias-corrected group bootstrap of d_max itself")
+    assert prim["ci_method"].startswith("eval rows") and prim["layout"]["kind"] == "balanced_within"
+    st = r["stability"]
+    assert st["verdict_kind"] in ("STABLE", "UNSTABLE", "NO EFFECT TO BE STABLE") and st["null"].startswith("group flips")
+    sg = r["steering"]
+    assert sg["n_random_directions"] == 1 and "random_rank_p" in sg and "prompt_share_against" in sg
+    assert any("rank p cannot go below 0.5" in w for w in r["warnings"])  # one random direction: said, not hidden
+    assert {"steering slope (SAE direction)", "steering rank among random directions (SAE direction)"} <= {
+        o["name"] for o in r["tests"]["others"]}
+    card = r["detection"]["kinds"]["role_play"]["rows"]
+    assert [c["family"] for c in card] == ["dense", "sae_all", "sae_topk", "sae_topk", "sae_topk", "lexical"]
+    assert all(c["auroc_honest_deceptive"]["ci"] and c["auroc_honest_deceptive"]["p"] for c in card)
+    sp = r["detection"]["saebench_sparse_probing"][r["suite"]]
+    assert "llm_test_accuracy" in sp["llm"] and "sae_top_1_test_accuracy" in sp["sae"]
     md = (out / "report.md").read_text()
+    assert md.index("## Detection card") < md.index("Tests")
     assert "PRIMARY: replicated d_max" in md and "Holm-adjusted" in md and "groups" in md
+    assert "label layout" in md and "null = group flips" in md and "rank p among 1 random directions" in md
     assert "Positive control" in md and "random direction" in md
     assert (out / "d_hist.png").exists() and (out / "probes.png").exists()
 
@@ -158,7 +179,7 @@ def test_every_suite_field_has_a_docstring():
     from gemma4_saelens_ext.evals import spec
 
     classes = [getattr(spec, n) for n in spec.__all__ if dataclasses.is_dataclass(getattr(spec, n, None))]
-    assert len(classes) == 12
+    assert len(classes) == 13
     missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c)
                if not get_attribute_docstring(c, f.name).docstring_below]
     assert not missing, missing

@@ -194,7 +194,7 @@ def test_steering_scales_against_direct_computation():
 
 
 def test_unknown_steering_scale_is_refused_when_the_suite_loads():
-    from gemma4_saelens_ext.evals.suite import load_suite
+    from gemma4_saelens_ext.evals.suite_file import load_suite
 
     with pytest.raises(ValueError, match="Unknown steering scale 'huge'"):
         load_suite("evals/demo.yaml", steering={"scale": "huge"})

@@ -114,7 +114,7 @@ def test_eval_hook_runs_inside_the_real_runner(tmp_path, gemma4_tiny):
 
 
 def test_configs_resolve_outside_the_checkout(tmp_path, monkeypatch):
-    from gemma4_saelens_ext.evals.suite import load_suite
+    from gemma4_saelens_ext.evals.suite_file import load_suite
 
     monkeypatch.chdir(tmp_path)
     assert load_training_config("training_configs/demo_gemma3_270m_nf4.yaml").layer == 12

@@ -1,10 +1,11 @@
-"""Orchestrates a dataset build: scenarios -> seeded samples -> judges -> pools/splits -> parquet + manifest.
+"""Orchestrates a dataset build: scenarios -> seeded samples (or written completions) -> labels by each kind's rule
+-> pools/splits -> parquet + manifest.
 
 Output folder layout (``datasets.load_dataset(DIR)`` reads it; SAELens ``dataset_path=DIR`` trains on ``train``)::
 
     DIR/README.md                   dataset card; its YAML header maps splits to files
-    DIR/data/train.parquet          same-prompt balanced behavior pool, train prompt groups
-    DIR/data/eval.parquet           same-prompt balanced behavior pool, eval prompt groups
+    DIR/data/train.parquet          train groups: role-play balanced pool + the other kinds' rows (`kind` column)
+    DIR/data/eval.parquet           eval groups, likewise
     DIR/data/input_variation.parquet  neutral / V0 / V3 rows (diagnostic split)
     DIR/data/all.parquet            every completion with its labels (config "all")
     DIR/manifest.json               settings, versions, judge settings, counts, agreement
@@ -20,6 +21,11 @@ behind; a truncated last JSONL line (a kill mid-write) is dropped and regenerate
 The steps live in their own modules: :mod:`.store` (checkpoints, resume guard), :mod:`.generate` (prompts,
 sampling), :mod:`.sharding` (torchrun), :mod:`.writer` (parquet, card, manifest); this module labels the
 completions, forms the pools and splits, and ties the steps together.
+
+Labels follow each kind's rule (:mod:`.kinds`): role play and input variation by the primary judge; on-policy
+instructed pairs and incentive prompts by the answer-key judge (column ``label_answer_key``); off-policy instructed
+pairs by their instruction and control rows as ``control``, with no judge (their ``label_<judge>`` cells are null).
+Role play is balanced per group; the other kinds keep their natural layout (the manifest records it per kind).
 """
 
 from __future__ import annotations
@@ -40,9 +46,11 @@ from gemma4_saelens_ext.behavior.config import (
     BuildError,
     BuildResult,
 )
-from gemma4_saelens_ext.behavior.generate import sample_missing, select_prompts
+from gemma4_saelens_ext.behavior.generate import sample_missing, select_prompts, written_records
 from gemma4_saelens_ext.behavior.judges import (
+    DECISIVE,
     UNLABELLED,
+    AnswerKeyJudge,
     Judge,
     JudgeItem,
     KeywordJudge,
@@ -52,13 +60,17 @@ from gemma4_saelens_ext.behavior.judges import (
     pairwise_agreement,
 )
 from gemma4_saelens_ext.behavior.llm_judge import LLMJudge
+from gemma4_saelens_ext.behavior.kinds import CONTROL
 from gemma4_saelens_ext.behavior.pools import (
+    NATURAL_KINDS,
     PoolError,
     balance_same_prompt,
     count_table,
     input_variation_split,
+    kind_summary,
     split_groups,
 )
+from gemma4_saelens_ext.behavior.scenario_facts import statements_provenance
 from gemma4_saelens_ext.behavior.scenarios import Prompt, scenario_fingerprint
 from gemma4_saelens_ext.behavior.sharding import generate_sharded, merge_completion_shards
 from gemma4_saelens_ext.behavior.store import append_jsonl, now, prepare_out, read_jsonl
@@ -85,6 +97,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: the judge (and ``label_`` column) of the answer_key rule
+ANSWER_KEY = "answer_key"
 
 
 def _judge(
@@ -126,16 +141,36 @@ def _judge(
     return out
 
 
-def _rows(recs: list[dict], prompts: dict[str, Prompt], labels: dict[str, list[str]], primary: str) -> list[dict]:
+def _labels(
+    cfg: BuildConfig, judges: list[Judge], prompts: dict[str, Prompt], recs: list[dict], cache_path: Path
+) -> dict[str, dict[str, str]]:
+    """judge name -> {key: label} over the judged rows (fixed-label rows are not judged); plus ``answer_key`` over
+    the rows whose rule it is."""
+    judged = [r for r in recs if prompts[r["prompt_id"]].fixed_label is None]
+    lists = _judge(cfg, judges, prompts, judged, cache_path)
+    labels = {name: {r["key"]: lab for r, lab in zip(judged, labs)} for name, labs in lists.items()}
+    ak = [r for r in judged if prompts[r["prompt_id"]].label_rule == ANSWER_KEY]
+    if ak and ANSWER_KEY not in labels:
+        items = [JudgeItem(r["key"], prompts[r["prompt_id"]], r["completion"]) for r in ak]
+        labels[ANSWER_KEY] = {r["key"]: lab for r, lab in zip(ak, AnswerKeyJudge().label(items))}
+    return labels
+
+
+def _rows(recs: list[dict], prompts: dict[str, Prompt], labels: dict[str, dict[str, str]], primary: str) -> list[dict]:
     rows = []
-    for i, r in enumerate(recs):
+    for r in recs:
         p = prompts[r["prompt_id"]]
+        if p.fixed_label is not None:
+            label = p.fixed_label
+        else:
+            label = labels[ANSWER_KEY if p.label_rule == ANSWER_KEY else primary][r["key"]]
         row = {
             "text": p.text + r["completion"],
             "prompt": p.text,
             "completion": r["completion"],
             "completion_start": len(p.text),
-            "label": labels[primary][i],
+            "label": label,
+            "label_rule": p.label_rule,
             "scenario": p.family,
             "prompt_id": p.id,
             "sample_index": int(r["sample_index"]),
@@ -145,12 +180,13 @@ def _rows(recs: list[dict], prompts: dict[str, Prompt], labels: dict[str, list[s
             "variant": p.variant,
             "role": p.role,
             "group": p.group,
+            "cluster": p.cluster,
             "n_new_tokens": int(r["n_new_tokens"]),
             "finished": bool(r["finished"]),
             "split": "unpooled",
         }
         for name, labs in labels.items():
-            row[f"label_{name}"] = labs[i]
+            row[f"label_{name}"] = labs.get(r["key"])
         rows.append(row)
     return rows
 
@@ -171,7 +207,12 @@ def _check_judges(cfg: BuildConfig) -> tuple[list[Judge], dict[str, str]]:
 
 def _assign_splits(cfg: BuildConfig, rows: list[dict]) -> tuple[dict[str, str], Any, dict[str, Any]]:
     """Set every row's ``split`` (train / eval / input_* / unpooled) and ``prompt_split``; returns the group -> split
-    assignment, the pool report and the input-variation counts."""
+    assignment, the pool report and the input-variation counts.
+
+    Role play: the group-balanced pool goes to its group's split. Instructed pairs, incentive, control: every row
+    with a decisive (or control) label goes to its group's split, in its natural layout; ambiguous rows stay
+    unpooled. Groups are split whole, stratified by cluster (family / topic / category), kind by kind; for the new
+    kinds, clusters with a single selected group share one stratum."""
     behavior = [r for r in rows if r["kind"] == "role_play"]
     try:
         pool, pool_report = balance_same_prompt(behavior, seed=cfg.seed, min_per_class=1 if behavior else 0)
@@ -180,26 +221,46 @@ def _assign_splits(cfg: BuildConfig, rows: list[dict]) -> tuple[dict[str, str], 
             raise
         log.warning("the balanced pool is empty; writing the dataset anyway (--allow-empty-pool)")
         pool, pool_report = balance_same_prompt(behavior, seed=cfg.seed, min_per_class=0)
-    # every behavior group gets a split (pooled or not), so an unsupervised SAE can train on all completions of
-    # the train prompts (ambiguous ones included) while eval prompts stay unseen
-    assign = split_groups(behavior, seed=cfg.seed, eval_fraction=cfg.eval_fraction)
+    natural = [r for r in rows if r["kind"] in NATURAL_KINDS]
+    # every group gets a split (pooled or not), so an unsupervised SAE can train on all completions of the train
+    # prompts (ambiguous ones included) while eval prompts stay unseen
+    assign = split_groups(behavior, seed=cfg.seed, eval_fraction=cfg.eval_fraction, stratify_key="cluster")
+    for kind in NATURAL_KINDS:  # per kind, so that every kind reaches both splits
+        assign.update(split_groups([r for r in natural if r["kind"] == kind], seed=cfg.seed,
+                                   eval_fraction=cfg.eval_fraction, stratify_key="cluster",
+                                   pool_single_group_strata=True))
     pooled_keys = {r["key"]: assign[r["group"]] for r in pool}
+    pooled_keys.update(
+        {r["key"]: assign[r["group"]] for r in natural if r["label"] in DECISIVE or r["label"] == CONTROL}
+    )
     iv_rows, iv_counts = input_variation_split(
         [r for r in rows if r["kind"] == "input_variation"], seed=cfg.seed, balance=cfg.balance_input_variation
     )
     iv_keys = {r["key"]: f"input_{r['variant']}" for r in iv_rows}
     for r in rows:
         r["split"] = pooled_keys.get(r["key"]) or iv_keys.get(r["key"]) or "unpooled"
-        r["prompt_split"] = assign.get(r["group"], "train") if r["kind"] == "role_play" else "input_variation"
+        r["prompt_split"] = assign.get(r["group"], "train") if r["kind"] != "input_variation" else "input_variation"
     return assign, pool_report, iv_counts
 
 
 def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None) -> BuildResult:
     """Run (or resume) a build. ``model``/``tokenizer`` may be passed to reuse a loaded model; otherwise
-    ``gemma4_saelens_ext.models.load_model(cfg.model, cfg.precision)`` loads one, only if completions are missing."""
+    ``gemma4_saelens_ext.models.load_model(cfg.model, cfg.precision)`` loads one, only if completions are missing.
+
+    ``cfg.out`` is checked first and locked for the whole build (rank 0 under torchrun): a second build of the same
+    folder, ``--resume`` included, is refused at once (:class:`~gemma4_saelens_ext.errors.OutputBusyError`) and
+    never generates a completion twice."""
+    from gemma4_saelens_ext.io import check_out, output_lock
+
+    check_out(cfg.out)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _build(cfg, model, tokenizer)
+    with output_lock(cfg.out):
+        return _build(cfg, model, tokenizer)
+
+
+def _build(cfg: BuildConfig, model: Any, tokenizer: Any) -> BuildResult:
     t0 = time.time()
-    if cfg.samples_per_prompt < 1:
-        raise BuildError(f"samples_per_prompt must be >= 1, got {cfg.samples_per_prompt}.")
     judges, skipped = _check_judges(cfg)
     prompts = select_prompts(cfg)
     by_id = {p.id: p for p in prompts}
@@ -210,9 +271,14 @@ def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None)
         model = tokenizer = None
     out = prepare_out(cfg)
     recs, n_gen, n_resumed = sample_missing(cfg, prompts, out / "raw" / "completions.jsonl", model, tokenizer)
+    recs = sorted(recs + written_records(prompts), key=lambda r: (r["prompt_id"], int(r["sample_index"])))
 
     window = next((j.window for j in judges if isinstance(j, KeywordJudge)), 30)
-    short = sum(1 for r in recs if len(r["completion"]) < window and not r["finished"])
+    short = sum(
+        1
+        for r in recs
+        if by_id[r["prompt_id"]].fixed_label is None and len(r["completion"]) < window and not r["finished"]
+    )
     if short:
         log.warning(
             "%d of %d completions are shorter than the keyword window (%d chars) without having ended; consider a "
@@ -222,13 +288,13 @@ def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None)
             window,
         )
 
-    labels = _judge(cfg, judges, by_id, recs, out / "raw" / "judgements.jsonl")
+    labels = _labels(cfg, judges, by_id, recs, out / "raw" / "judgements.jsonl")
     rows = _rows(recs, by_id, labels, cfg.primary_judge)
     assign, pool_report, iv_counts = _assign_splits(cfg, rows)
     split_sizes = write_splits(out, rows, [f"label_{n}" for n in labels])
 
     counts = count_table(rows)
-    judge_labels = {k: v for k, v in labels.items() if k not in CONSORTIUM_NAMES}
+    judge_labels = {j.name: list(labels[j.name].values()) for j in judges}
     manifest = {
         "format": BUILD_FORMAT,
         "created": json.loads((out / "raw" / "build.json").read_text()).get("created"),
@@ -242,7 +308,12 @@ def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None)
             "files": sorted({p.source_file for p in prompts}),
             "n_prompts": len(prompts),
             "families": sorted({p.family for p in prompts}),
+            "kinds": cfg.kinds,
+            "instructed_mode": cfg.instructed_mode,
+            "provenance": {fam: statements_provenance(f) for fam, f in sorted(
+                {(p.family, p.source_file) for p in prompts if p.kind == "instructed_pairs"})},
         },
+        "kinds": kind_summary(rows),
         "versions": versions(),
         "n_completions": len(rows),
         "n_generated_this_run": n_gen,
@@ -250,7 +321,7 @@ def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None)
         "short_completions": short,
         "split_sizes": split_sizes,
         "counts": counts,
-        "label_counts": {k: label_counts(v) for k, v in labels.items()},
+        "label_counts": {k: label_counts(list(v.values())) for k, v in labels.items()},
         "agreement": pairwise_agreement(judge_labels) if len(judge_labels) >= 2 else [],
         "pool": pool_report.as_dict(),
         "input_variation_counts": iv_counts,

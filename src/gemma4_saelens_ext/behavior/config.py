@@ -6,31 +6,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from gemma4_saelens_ext.options import switch, precision_field, split_csv
+from simple_parsing.helpers import choice
+
+from gemma4_saelens_ext.behavior.kinds import DEFAULT_KINDS, INSTRUCTED_MODES, check_instructed_mode, check_kinds
+from gemma4_saelens_ext.errors import UserError, check_range
+from gemma4_saelens_ext.io import check_out
+from gemma4_saelens_ext.options import precision_field, split_csv, switch
 
 __all__ = ["BuildConfig", "BuildError", "BuildResult", "BUILD_FORMAT", "GENERATION_KEYS", "CONSORTIUM_NAMES"]
 
 BUILD_FORMAT = 1
 #: settings that change what a completion is; a resumed build must match them
-GENERATION_KEYS = ("model", "precision", "seed", "temperature", "max_new_tokens")
+GENERATION_KEYS = ("model", "precision", "seed", "temperature", "max_new_tokens", "control_max_new_tokens")
 CONSORTIUM_NAMES = ("consortium_majority", "consortium_unanimous")
 
 
-class BuildError(RuntimeError):
-    """The build cannot go on; the message says what to change."""
+class BuildError(UserError, RuntimeError):
+    """The build cannot go on; the message says what to change (a user error: exit status 2)."""
 
 
-def check_prompt_limit(n: int | None) -> None:
-    if n is not None and n < 1:
-        raise ValueError(
-            f"--max-prompts-per-family {n}: give a positive count, or the flag without a value (None) for every prompt."
-        )
+def check_prompt_limit(n: int | None, flag: str = "--max-prompts-per-family") -> None:
+    check_range(flag, n, low=1, integer=True,
+                fix="give a positive count, or the flag without a value (None) for every prompt.")
 
 
 @dataclass
 class BuildConfig:
     """``gemma4-sae build-dataset``: everything a build depends on (the manifest stores it). Defaults mirror the seed
-    protocol: 8 samples per prompt at temperature 1, the keyword judge on the first 30 characters decides the label."""
+    protocol: 8 samples per prompt at temperature 1, the keyword judge on the first 30 characters decides the label.
+    ``kinds`` adds the other dataset kinds (instructed pairs, incentive, control) to the same folder; each kind
+    labels by its own rule (:mod:`gemma4_saelens_ext.behavior.kinds`)."""
 
     out: str
     """output folder (datasets.load_dataset(OUT) reads it; use it as SAELens's dataset_path)"""
@@ -38,20 +43,38 @@ class BuildConfig:
     """embedded name, local folder or Hub id of the model that writes the completions"""
     precision: str = precision_field("nf4")
     """load precision of that model"""
+    kinds: list[str] = field(default_factory=lambda: list(DEFAULT_KINDS))
+    """dataset kinds to build into the folder: role_play, input_variation, instructed_pairs, incentive, control (each
+    with its own label rule, see docs/datasets.md; the `kind` column tells them apart)"""
+    instructed_mode: str = choice(*INSTRUCTED_MODES, default="off_policy")
+    """instructed_pairs: off_policy writes each true statement as the assistant's text (label = the instruction, no
+    generation); on_policy samples the model's answer to the statement's question (label = the answer key's verdict)"""
     scenarios: list[str] = field(default_factory=list)
-    """scenario files, folders or built-in family names (default: the whole built-in library)"""
+    """scenario files, folders or built-in file names (default: the built-in files of the chosen kinds)"""
     families: list[str] = field(default_factory=list)
-    """keep only these scenario families (default: all)"""
+    """keep only these scenario families (role_play / input_variation: always; another kind only when one of its
+    families is named; default: all)"""
     include_input_variation: bool = switch(True)
     """also sample the neutral / V0 / V3 input-variation prompts (--no-include-input-variation skips them)"""
     max_prompts_per_family: Optional[int] = None
-    """at most N prompts of each family, taken as whole prompt groups in a seeded order (default: all)"""
+    """at most N prompts of each role_play / input_variation / incentive family, taken as whole prompt groups in a
+    seeded order (default: all)"""
+    max_statements: Optional[int] = None
+    """instructed_pairs: at most N statements (groups), a seeded choice spread over the topics (default: all 381)"""
+    max_control_prompts: Optional[int] = None
+    """control: at most N requests, a seeded choice spread over the categories (default: all 64)"""
     samples_per_prompt: int = 8
-    """completions sampled per prompt"""
+    """completions sampled per role_play, input_variation and incentive prompt"""
+    instructed_samples_per_prompt: int = 2
+    """instructed_pairs on_policy: answers sampled per (statement, instruction) prompt"""
+    control_samples_per_prompt: int = 1
+    """control: completions sampled per request"""
     seed: int = 0
     """sampling seed (each completion is seeded by its prompt and sample index, so batching never changes it)"""
     max_new_tokens: int = 32
-    """tokens generated per completion"""
+    """tokens generated per completion (control completions: control_max_new_tokens)"""
+    control_max_new_tokens: int = 16
+    """tokens generated per control completion (short: they only set a false-positive threshold)"""
     temperature: float = 1.0
     """sampling temperature"""
     batch_size: int = 16
@@ -78,9 +101,24 @@ class BuildConfig:
     def __post_init__(self) -> None:
         self.scenarios, self.families = split_csv(self.scenarios), split_csv(self.families)
         self.judges = split_csv(self.judges)
+        self.kinds = check_kinds(split_csv(self.kinds), "--kinds")
+        check_instructed_mode(self.instructed_mode)
         check_prompt_limit(self.max_prompts_per_family)
+        check_prompt_limit(self.max_statements, "--max-statements")
+        check_prompt_limit(self.max_control_prompts, "--max-control-prompts")
+        check_out(self.out)  # an existing file there, or a folder that cannot be written: said before any work
+        # every value is checked here, while the command line is read: a refused setting never reaches the folder
+        for name in ("samples_per_prompt", "instructed_samples_per_prompt", "control_samples_per_prompt",
+                     "max_new_tokens", "control_max_new_tokens", "batch_size", "llm_batch_size"):
+            check_range(f"--{name.replace('_', '-')}", getattr(self, name), low=1, integer=True)
+        check_range("--temperature", self.temperature, low=0,
+                    fix="set --temperature >= 0 (0 = greedy, 1 = the seed's).")
+        check_range("--eval-fraction", self.eval_fraction, low=0, high=1, high_open=True,
+                    fix="set --eval-fraction to the share of prompt groups held out, in [0, 1), e.g. 0.3.")
+        if not self.judges:
+            raise UserError("--judges is empty.", "give at least one judge, e.g. --judges keyword.")
         if self.resume and self.overwrite:
-            raise ValueError("build-dataset: give --resume or --overwrite, not both.")
+            raise UserError("build-dataset: give --resume or --overwrite, not both.")
 
     def generation_identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in GENERATION_KEYS}

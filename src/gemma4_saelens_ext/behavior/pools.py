@@ -1,4 +1,5 @@
-"""Pools and splits: same-prompt behavior balance, a train/eval split by prompt group, the input-variation split.
+"""Pools and splits: same-prompt behavior balance, a train/eval split by prompt group, the input-variation split,
+and the per-kind summary (rows, groups, clusters, label layout) that the manifest and the dataset card report.
 
 Why group balance: if one prompt contributes only honest samples and another only deceptive ones, a feature that
 reads the prompt separates the classes without knowing anything about behavior. Keeping, for every prompt of a
@@ -27,7 +28,13 @@ __all__ = [
     "input_variation_split",
     "stable_order",
     "count_table",
+    "kind_summary",
+    "NATURAL_KINDS",
 ]
+
+#: kinds kept in their natural label layout (no balancing): every decisive (or control) row of a group goes to the
+#: group's split
+NATURAL_KINDS = ("instructed_pairs", "incentive", "control")
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +137,25 @@ def split_groups(
     eval_fraction: float = 0.3,
     group_key: str = "group",
     stratify_key: str = "scenario",
+    pool_single_group_strata: bool = False,
 ) -> dict[str, str]:
     """Assign each prompt group to 'train' or 'eval' (whole groups, so no prompt is in both).
 
-    Stratified by scenario family: in each family round(eval_fraction * groups) groups go to eval, at least one when
-    the family has two or more groups and eval_fraction > 0, so every family shows up in both splits.
+    Stratified by ``stratify_key`` (the family; or the cluster): in each stratum round(eval_fraction * groups) groups
+    go to eval, at least one when the stratum has two or more groups and eval_fraction > 0, so every stratum shows
+    up in both splits. With ``pool_single_group_strata``, the strata holding a single group form one stratum
+    together (a small selection spread over many topics would otherwise put every group in train).
     """
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}.")
     fam_groups: dict[str, set[str]] = defaultdict(set)
     for r in records:
         fam_groups[str(r.get(stratify_key, ""))].add(str(r[group_key]))
+    if pool_single_group_strata:
+        single = [f for f, gs in fam_groups.items() if len(gs) == 1]
+        if len(single) >= 2:
+            merged = set().union(*(fam_groups.pop(f) for f in single))
+            fam_groups["\x00single-group strata"] = merged
     assign: dict[str, str] = {}
     for fam in sorted(fam_groups):
         groups = stable_order(fam_groups[fam], seed)
@@ -192,3 +207,34 @@ def count_table(records: Iterable[Record], keys: Sequence[str] = ("split", "scen
         out["/".join(str(r.get(k, "")) for k in keys)] += 1
     return dict(sorted(out.items()))
 
+
+
+def kind_summary(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
+    """Per kind: its label rule(s), rows per split and label, groups and clusters per split, and the label layout of
+    its groups in train/eval (how many hold both labels, only honest, only deceptive): what the statistics must fit
+    (docs/datasets.md)."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in sorted({str(r["kind"]) for r in records}):
+        rows = [r for r in records if r["kind"] == kind]
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        groups: dict[str, set[str]] = defaultdict(set)
+        clusters: dict[str, set[str]] = defaultdict(set)
+        labels_of: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            counts[r["split"]][r["label"]] += 1
+            groups[r["split"]].add(str(r["group"]))
+            clusters[r["split"]].add(str(r.get("cluster", "")))
+            if r["split"] in ("train", "eval") and r["label"] in (HONEST, DECEPTIVE):
+                labels_of[str(r["group"])].add(r["label"])
+        out[kind] = {
+            "label_rule": ",".join(sorted({str(r.get("label_rule", "")) for r in rows})),
+            "rows": {s: dict(sorted(c.items())) for s, c in sorted(counts.items())},
+            "groups": {s: len(g) for s, g in sorted(groups.items())},
+            "clusters": {s: len(c) for s, c in sorted(clusters.items())},
+            "layout": {
+                "groups_both_labels": sum(1 for v in labels_of.values() if len(v) == 2),
+                "groups_honest_only": sum(1 for v in labels_of.values() if v == {HONEST}),
+                "groups_deceptive_only": sum(1 for v in labels_of.values() if v == {DECEPTIVE}),
+            },
+        }
+    return out

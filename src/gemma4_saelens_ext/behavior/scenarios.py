@@ -1,30 +1,30 @@
-"""Scenario library: YAML files that assign the model a role and ask questions whose answers reveal role drift.
+"""Scenario library: YAML files, one *family* each, whose ``kind:`` says how its prompts are built and labelled.
 
 Scenarios live in data files (``gemma4_saelens_ext/data/scenarios/*.yaml``) so users can add their own without code.
-A file describes one *family* in one of two shapes:
+The kinds (:mod:`.kinds` states each label rule) and the module that reads each:
 
-* **role play** (``kind: role_play``): ``roles`` (each with ``keywords``), ``setups`` and ``questions`` with ``{role}``
-  / ``{other}`` placeholders. Every setup x question is instantiated once per role, which yields the role-swapped
-  variants: the answer word "Werewolf" is honest for the werewolf prompt and deceptive for the villager prompt, so a
-  label can never be predicted from the answer word alone. Explicit ``prompts:`` entries are also accepted.
-* **input variation** (``kind: input_variation``): ``variants`` (``neutral``, ``V0``, ``V3`` templates with a
-  ``{question}`` placeholder) x ``questions`` (each with ``honest_keywords`` = correct choice and
-  ``deceptive_keywords`` = wrong choice). These give the diagnostic split neutral vs sandbagging templates.
-
-Honest means the completion keeps the assigned role (or answers correctly); deceptive means it drifts. See the seed
-card's caveat: this measures role consistency, not strategic deception.
+* ``role_play`` and ``input_variation`` (:mod:`.scenario_roles`): assigned roles with role-swapped twins; the
+  neutral / V0 / V3 quiz templates. Labels: role-consistency vs role-drift (the seed card's definition).
+* ``instructed_pairs`` (:mod:`.scenario_facts`): shipped true statements (``data/statements/``), each said under an
+  honest and a dishonest instruction; off-policy (the statement is written) or on-policy (the model answers).
+* ``incentive`` and ``control`` (:mod:`.scenario_incentive`): situations where lying pays, judged against an answer
+  key; neutral requests labelled ``control``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import yaml
+
+from gemma4_saelens_ext.behavior.kinds import DEFAULT_KINDS, KINDS, check_instructed_mode
+from gemma4_saelens_ext.behavior.scenario_base import Prompt, ScenarioError, builtin_data_dir, check_keywords
+from gemma4_saelens_ext.behavior.scenario_facts import instructed_pairs
+from gemma4_saelens_ext.behavior.scenario_incentive import control, incentive
+from gemma4_saelens_ext.behavior.scenario_roles import INPUT_VARIANTS, input_variation, role_play
 
 __all__ = [
     "Prompt",
@@ -40,222 +40,26 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: the input-variation conditions of the diagnostic split
-INPUT_VARIANTS: tuple[str, ...] = ("neutral", "V0", "V3")
-
-
-class ScenarioError(ValueError):
-    """A scenario file is unusable; the message names the file, the entry and the fix."""
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One prompt the model completes, with what decides its label."""
-
-    id: str
-    family: str
-    text: str
-    honest_keywords: tuple[str, ...]
-    deceptive_keywords: tuple[str, ...]
-    #: extra phrases only the paraphrase judge uses (it reads beyond the first 30 characters)
-    honest_paraphrases: tuple[str, ...] = ()
-    deceptive_paraphrases: tuple[str, ...] = ()
-    #: "role_play" or "input_variation"
-    kind: str = "role_play"
-    #: "behavior" for role play, one of INPUT_VARIANTS for input variation
-    variant: str = "behavior"
-    #: prompts sharing a group are variants of one question (role swaps, input variants); splits keep groups whole
-    group: str = ""
-    role: str = ""
-    #: plain-words meaning of honest / deceptive for this prompt (shown to LLM judges)
-    honest_meaning: str = ""
-    deceptive_meaning: str = ""
-    source_file: str = ""
-
-    @property
-    def text_hash(self) -> str:
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
+#: kinds whose families ``families=`` always filters (the behaviour before the other kinds existed)
+_FAMILY_FILTERED = DEFAULT_KINDS
 
 
 def builtin_scenario_dir() -> Path:
-    return Path(str(files("gemma4_saelens_ext").joinpath("data", "scenarios")))
+    return builtin_data_dir("scenarios")
 
 
 def builtin_scenario_files() -> list[Path]:
     return sorted(builtin_scenario_dir().glob("*.yaml"))
 
 
-def _as_list(value: Any, where: str, what: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (str, int, float)):
-        value = [value]
-    if isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value):
-        raise ScenarioError(
-            f"{where}: `{what}` holds a boolean ({value!r}): YAML reads yes/no/on/off/true/false unquoted as booleans. "
-            "Quote such keywords, e.g. ['yes']."
-        )
-    if isinstance(value, (list, tuple)):
-        value = [str(v) if isinstance(v, (int, float)) else v for v in value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ScenarioError(f"{where}: `{what}` must be a list of strings, got {value!r}.")
-    return [v.strip() for v in value if v.strip()]
-
-
-def _check_keywords(p: Prompt, where: str) -> Prompt:
-    if not p.honest_keywords or not p.deceptive_keywords:
-        missing = "honest_keywords" if not p.honest_keywords else "deceptive_keywords"
-        raise ScenarioError(
-            f"{where}: prompt {p.id!r} (family {p.family!r}) has no {missing}, so the keyword judge cannot label it. "
-            "Add keywords to its role (`roles: NAME: {keywords: [...]}`) or to the prompt "
-            "(`honest_keywords: [...]`, `deceptive_keywords: [...]`)."
-        )
-    overlap = {k.lower() for k in p.honest_keywords} & {k.lower() for k in p.deceptive_keywords}
-    if overlap:
-        raise ScenarioError(
-            f"{where}: prompt {p.id!r} lists {sorted(overlap)} as both honest and deceptive keywords; "
-            "a keyword must decide one side only. Remove it from one list."
-        )
-    return p
-
-
-def _fmt(template: str, where: str, **kw: str) -> str:
-    try:
-        return template.format(**kw)
-    except (KeyError, IndexError) as e:
-        raise ScenarioError(
-            f"{where}: template {template!r} uses placeholder {e} which is not defined; "
-            f"available placeholders: {sorted(kw)} (write literal braces as '{{{{' and '}}}}')."
-        ) from e
-
-
-def _role_play(doc: dict, family: str, where: str) -> list[Prompt]:
-    roles = doc.get("roles") or {}
-    if roles and (not isinstance(roles, dict) or len(roles) < 2):
-        raise ScenarioError(f"{where}: `roles` must map at least two role ids to {{name, keywords}}.")
-    role_kw: dict[str, list[str]] = {}
-    role_name: dict[str, str] = {}
-    role_para: dict[str, list[str]] = {}
-    for rid, spec in roles.items():
-        spec = spec or {}
-        role_name[rid] = str(spec.get("name", rid))
-        role_kw[rid] = _as_list(spec.get("keywords"), f"{where} role {rid!r}", "keywords")
-        role_para[rid] = _as_list(spec.get("paraphrases"), f"{where} role {rid!r}", "paraphrases")
-        if not role_kw[rid]:
-            raise ScenarioError(
-                f"{where}: role {rid!r} of family {family!r} has no keywords; the keyword judge needs at least one "
-                f"word that decides it, e.g. `roles: {{{rid}: {{keywords: [{role_name[rid].lower()}]}}}}`."
-            )
-    prompts: list[Prompt] = []
-    setups = doc.get("setups") or []
-    questions = doc.get("questions") or []
-    if roles and (setups or questions):
-        if not setups or not questions:
-            raise ScenarioError(f"{where}: family {family!r} needs both `setups` and `questions` to expand roles.")
-        for s in setups:
-            for q in questions:
-                for rid in roles:
-                    others = [o for o in roles if o != rid]
-                    # the "other" role named in posing setups is the first other role (two-role families)
-                    other = others[0]
-                    kw = dict(role=role_name[rid], other=role_name[other])
-                    sid, qid = str(s["id"]), str(q["id"])
-                    text = _fmt(str(s["text"]), where, **kw) + _fmt(str(q["text"]), where, **kw)
-                    prompts.append(
-                        Prompt(
-                            id=f"{family}.{sid}.{qid}.{rid}",
-                            family=family,
-                            text=text,
-                            honest_keywords=tuple(role_kw[rid]),
-                            deceptive_keywords=tuple(k for o in others for k in role_kw[o]),
-                            honest_paraphrases=tuple(role_para[rid]),
-                            deceptive_paraphrases=tuple(p for o in others for p in role_para[o]),
-                            kind="role_play",
-                            variant="behavior",
-                            group=f"{family}.{sid}.{qid}",
-                            role=role_name[rid],
-                            honest_meaning=f"the answer keeps the assigned role {role_name[rid]}",
-                            deceptive_meaning="the answer claims or drifts to another role ("
-                            + ", ".join(role_name[o] for o in others)
-                            + ")",
-                        )
-                    )
-    for i, e in enumerate(doc.get("prompts") or []):
-        w = f"{where} prompts[{i}]"
-        if not isinstance(e, dict) or "text" not in e or "id" not in e:
-            raise ScenarioError(f"{w}: each explicit prompt needs `id` and `text`.")
-        rid = e.get("role")
-        hk = _as_list(e.get("honest_keywords"), w, "honest_keywords")
-        dk = _as_list(e.get("deceptive_keywords"), w, "deceptive_keywords")
-        if rid in role_kw:
-            hk = hk or role_kw[rid]
-            dk = dk or [k for o in role_kw if o != rid for k in role_kw[o]]
-        prompts.append(
-            Prompt(
-                id=f"{family}.{e['id']}",
-                family=family,
-                text=str(e["text"]),
-                honest_keywords=tuple(hk),
-                deceptive_keywords=tuple(dk),
-                honest_paraphrases=tuple(_as_list(e.get("honest_paraphrases"), w, "honest_paraphrases")),
-                deceptive_paraphrases=tuple(_as_list(e.get("deceptive_paraphrases"), w, "deceptive_paraphrases")),
-                kind="role_play",
-                variant="behavior",
-                group=str(e.get("group", f"{family}.{e['id']}")),
-                role=role_name.get(rid, str(rid or "")),
-                honest_meaning=str(e.get("honest_meaning", "the answer keeps the assigned role")),
-                deceptive_meaning=str(e.get("deceptive_meaning", "the answer drifts away from the assigned role")),
-            )
-        )
-    return prompts
-
-
-def _input_variation(doc: dict, family: str, where: str) -> list[Prompt]:
-    variants = doc.get("variants") or {}
-    missing = [v for v in INPUT_VARIANTS if v not in variants]
-    if missing:
-        raise ScenarioError(
-            f"{where}: input-variation family {family!r} lacks variant templates {missing}; "
-            f"define `variants:` with keys {list(INPUT_VARIANTS)} each containing '{{question}}'."
-        )
-    prompts = []
-    for i, q in enumerate(doc.get("questions") or []):
-        w = f"{where} questions[{i}]"
-        if not isinstance(q, dict) or "id" not in q or "text" not in q:
-            raise ScenarioError(f"{w}: each question needs `id` and `text`.")
-        hk = _as_list(q.get("honest_keywords"), w, "honest_keywords")
-        dk = _as_list(q.get("deceptive_keywords"), w, "deceptive_keywords")
-        for v in INPUT_VARIANTS:
-            prompts.append(
-                Prompt(
-                    id=f"{family}.{q['id']}.{v}",
-                    family=family,
-                    text=_fmt(str(variants[v]), w, question=str(q["text"])),
-                    honest_keywords=tuple(hk),
-                    deceptive_keywords=tuple(dk),
-                    honest_paraphrases=tuple(_as_list(q.get("honest_paraphrases"), w, "honest_paraphrases")),
-                    deceptive_paraphrases=tuple(_as_list(q.get("deceptive_paraphrases"), w, "deceptive_paraphrases")),
-                    kind="input_variation",
-                    variant=v,
-                    group=f"{family}.{q['id']}",
-                    role="",
-                    honest_meaning=f"the answer gives the correct choice ({', '.join(hk)})",
-                    deceptive_meaning=f"the answer gives the wrong choice ({', '.join(dk)})",
-                )
-            )
-    return prompts
-
-
-def load_scenario_file(path: str | Path) -> list[Prompt]:
-    """Parse and validate one scenario file; raises ScenarioError naming the problem and the fix."""
-    path = Path(path)
+def _read(path: Path) -> tuple[dict, str, str]:
+    """(document, family, kind) of one file, checked."""
     if not path.is_file():
         raise ScenarioError(f"Scenario file {path} does not exist; pass an existing .yaml/.json file or folder.")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:
         raise ScenarioError(f"Scenario file {path} is not valid YAML/JSON: {e}") from e
-    where = str(path)
     if not doc:
         raise ScenarioError(
             f"Scenario file {path} is empty. Add a family: `family: NAME`, `roles:`, `setups:`, `questions:` "
@@ -263,39 +67,75 @@ def load_scenario_file(path: str | Path) -> list[Prompt]:
             f"{builtin_scenario_dir()} for examples."
         )
     if not isinstance(doc, dict) or "family" not in doc:
-        raise ScenarioError(f"{where}: the top level must be a mapping with a `family:` name.")
-    family = str(doc["family"])
+        raise ScenarioError(f"{path}: the top level must be a mapping with a `family:` name.")
     kind = str(doc.get("kind", "role_play"))
+    if kind not in KINDS:
+        raise ScenarioError(f"{path}: unknown kind {kind!r}; use one of {', '.join(KINDS)}.")
+    return doc, str(doc["family"]), kind
+
+
+def _parse(path: Path, doc: dict, family: str, kind: str, instructed_mode: str) -> list[Prompt]:
+    where = str(path)
     if kind == "role_play":
-        prompts = _role_play(doc, family, where)
+        prompts = role_play(doc, family, where)
     elif kind == "input_variation":
-        prompts = _input_variation(doc, family, where)
+        prompts = input_variation(doc, family, where)
+    elif kind == "instructed_pairs":
+        prompts = instructed_pairs(doc, family, where, path, instructed_mode)
+    elif kind == "incentive":
+        prompts = incentive(doc, family, where)
     else:
-        raise ScenarioError(f"{where}: unknown kind {kind!r}; use `role_play` or `input_variation`.")
+        prompts = control(doc, family, where)
     if not prompts:
         raise ScenarioError(
             f"Scenario file {path} (family {family!r}) defines no prompts. Add `setups` + `questions` with `roles`, "
             "or an explicit `prompts:` list."
         )
-    out = []
-    for p in prompts:
-        p = Prompt(**{**p.__dict__, "source_file": where})
-        out.append(_check_keywords(p, where))
-    return out
+    return [check_keywords(Prompt(**{**p.__dict__, "source_file": where}), where) for p in prompts]
 
 
-def _expand_paths(sources: Iterable[str | Path]) -> list[Path]:
-    paths: list[Path] = []
+def load_scenario_file(path: str | Path, *, instructed_mode: str = "off_policy") -> list[Prompt]:
+    """Parse and validate one scenario file of any kind; raises ScenarioError naming the problem and the fix."""
+    path = Path(path)
+    doc, family, kind = _read(path)
+    return _parse(path, doc, family, kind, check_instructed_mode(instructed_mode))
+
+
+def _expand_paths(sources: Iterable[str | Path]) -> list[tuple[Path, bool]]:
+    """(path, named explicitly) for files and the files of folders."""
+    paths: list[tuple[Path, bool]] = []
     for s in sources:
         s = Path(s)
         if s.is_dir():
             found = sorted([*s.glob("*.yaml"), *s.glob("*.yml"), *s.glob("*.json")])
             if not found:
                 raise ScenarioError(f"Scenario folder {s} holds no .yaml/.yml/.json files.")
-            paths.extend(found)
+            paths.extend((f, False) for f in found)
         else:
-            paths.append(s)
+            paths.append((s, True))
     return paths
+
+
+def _filter_families(prompts: list[Prompt], families: Sequence[str], dropped: dict[str, str]) -> list[Prompt]:
+    """Keep the named families: among role_play / input_variation always (as before kinds existed); within any
+    other kind only when one of its families is named (so ``--families werewolf`` keeps the instructed pairs)."""
+    by_kind: dict[str, set[str]] = {}
+    for p in prompts:
+        by_kind.setdefault(p.kind, set()).add(p.family)
+    known = set().union(*by_kind.values()) if by_kind else set()
+    unknown = [f for f in families if f not in known]
+    if unknown:
+        hint = "; ".join(f"{f} is of kind {dropped[f]}, which is not among the kinds asked for" for f in unknown
+                         if f in dropped)
+        raise ScenarioError(f"Unknown scenario families {unknown}; available: {sorted(known)}"
+                            + (f" ({hint}; add that kind to --kinds)" if hint else "") + ".")
+    named = set(families)
+    keep = []
+    for p in prompts:
+        filtered = p.kind in _FAMILY_FILTERED or bool(by_kind[p.kind] & named)
+        if not filtered or p.family in named:
+            keep.append(p)
+    return keep
 
 
 def load_scenarios(
@@ -303,24 +143,40 @@ def load_scenarios(
     *,
     families: Sequence[str] | None = None,
     include_input_variation: bool = True,
+    kinds: Sequence[str] | None = DEFAULT_KINDS,
+    instructed_mode: str = "off_policy",
 ) -> list[Prompt]:
-    """Load prompts from files/folders (default: the built-in library), optionally keeping some families only.
+    """Load prompts from files/folders (default: the built-in library) of the given ``kinds`` (None: every kind).
 
-    ``sources`` entries may also be the names of built-in families (``werewolf``) so CLI users can pick a subset.
+    ``sources`` entries may also be the names of built-in files (``werewolf``, ``instructed_pairs``) so CLI users
+    can pick a subset. A file named explicitly whose kind is not in ``kinds`` is an error (files found in a folder
+    are skipped). ``families`` keeps only the named families (see :func:`_filter_families` for the other kinds).
     Prompt ids must be unique across files, because checkpoints and splits are keyed by them.
     """
+    check_instructed_mode(instructed_mode)
+    want = set(KINDS if kinds is None else kinds)
+    if not include_input_variation:
+        want.discard("input_variation")
     builtin = {p.stem: p for p in builtin_scenario_files()}
     if not sources:
-        paths = list(builtin.values())
+        paths = [(p, False) for p in builtin.values()]
     else:
-        resolved: list[str | Path] = []
-        for s in sources:
-            resolved.append(builtin[str(s)] if str(s) in builtin and not Path(s).exists() else s)
+        resolved = [builtin[str(s)] if str(s) in builtin and not Path(s).exists() else s for s in sources]
         paths = _expand_paths(resolved)
     prompts: list[Prompt] = []
     seen: dict[str, str] = {}
-    for path in paths:
-        for p in load_scenario_file(path):
+    dropped: dict[str, str] = {}
+    for path, named in paths:
+        doc, family, kind = _read(path)
+        if kind not in want:
+            if named and not (kind == "input_variation" and not include_input_variation):
+                raise ScenarioError(
+                    f"Scenario file {path} is of kind {kind!r}, which is not among the kinds asked for "
+                    f"({sorted(want)}); add {kind} to --kinds, or leave the file out."
+                )
+            dropped[family] = kind
+            continue
+        for p in _parse(path, doc, family, kind, instructed_mode):
             if p.id in seen:
                 raise ScenarioError(
                     f"Prompt id {p.id!r} appears in both {seen[p.id]} and {path}; "
@@ -329,28 +185,26 @@ def load_scenarios(
             seen[p.id] = str(path)
             prompts.append(p)
     if families:
-        known = sorted({p.family for p in prompts})
-        unknown = [f for f in families if f not in known]
-        if unknown:
-            raise ScenarioError(f"Unknown scenario families {unknown}; available: {known}.")
-        prompts = [p for p in prompts if p.family in set(families)]
-    if not include_input_variation:
-        prompts = [p for p in prompts if p.kind != "input_variation"]
+        prompts = _filter_families(prompts, families, dropped)
     log.info("loaded %d prompts from %d scenario files", len(prompts), len(paths))
     return prompts
 
 
 def scenario_fingerprint(prompts: Sequence[Prompt]) -> str:
-    """Hash of prompt ids, texts and keywords: two builds with the same fingerprint label the same way."""
+    """Hash of prompt ids, texts, keywords and written completions: the same fingerprint labels the same way."""
     h = hashlib.sha256()
     for p in sorted(prompts, key=lambda p: p.id):
-        h.update(repr((p.id, p.text, p.honest_keywords, p.deceptive_keywords)).encode("utf-8"))
+        parts: tuple[Any, ...] = (p.id, p.text, p.honest_keywords, p.deceptive_keywords)
+        if p.fixed_completion is not None or p.fixed_label is not None:
+            parts += (p.fixed_completion, p.fixed_label)
+        h.update(repr(parts).encode("utf-8"))
     return h.hexdigest()[:16]
 
 
 def prompts_table(prompts: Sequence[Prompt]) -> list[dict[str, Any]]:
     """Flat rows (for manifests and docs)."""
     return [
-        dict(id=p.id, family=p.family, kind=p.kind, variant=p.variant, role=p.role, group=p.group) for p in prompts
+        dict(id=p.id, family=p.family, kind=p.kind, variant=p.variant, role=p.role, group=p.group, cluster=p.cluster,
+             label_rule=p.label_rule)
+        for p in prompts
     ]
-

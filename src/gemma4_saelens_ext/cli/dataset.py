@@ -31,6 +31,9 @@ def run(cfg: BuildConfig) -> int:
         f"{m['n_completions']} completions ({result.n_generated} generated now, {result.n_resumed} resumed); "
         f"splits {m['split_sizes']}; written to {result.out}"
     )
+    for kind, k in m["kinds"].items():
+        per_split = "; ".join(f"{s} {dict(c)} in {k['groups'].get(s, 0)} groups" for s, c in k["rows"].items())
+        print(f"{kind} (label rule {k['label_rule']}): {per_split}")
     for a in m["agreement"]:
         if a["agreement_both_decisive"] is not None:
             print(f"agreement {a['a']} vs {a['b']}: {a['agreement_both_decisive']:.2f} on {a['n_both_decisive']} decisive")
@@ -39,9 +42,10 @@ def run(cfg: BuildConfig) -> int:
 
 COMMANDS = (
     Command(
-        "build-dataset", "sample role-play completions, label them and write a balanced dataset SAELens can train on",
+        "build-dataset", "build a labelled behavior dataset (role play, instructed pairs, incentive, control) SAELens "
+        "can train on",
         BuildConfig, run,
-        description="Scenarios -> seeded samples -> judges -> same-prompt balanced pools -> parquet dataset folder "
-        "(datasets.load_dataset(OUT) reads it; use OUT as SAELens's dataset_path).",
+        description="Dataset kinds -> seeded samples or written statements -> labels by each kind's rule -> grouped "
+        "splits -> parquet dataset folder (datasets.load_dataset(OUT) reads it; use OUT as SAELens's dataset_path).",
     ),
 )  # fmt: skip

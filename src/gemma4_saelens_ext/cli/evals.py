@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from gemma4_saelens_ext.cli.command import Command
+from gemma4_saelens_ext.io import check_out
 from gemma4_saelens_ext.options import layer_field, positional, precision_field, switch
 
 __all__ = ["COMMANDS", "EvalRunConfig", "ValidateConfig", "main"]
@@ -37,9 +38,13 @@ class EvalRunConfig:
     quick: bool = switch(False)
     """200 flips and group resamples, 10 probe flips: a smoke run (the report records the settings used)"""
 
+    def __post_init__(self) -> None:
+        if self.out is not None:
+            check_out(self.out)
+
     def load(self):  # noqa: ANN201 - a SuiteConfig
         """The suite with these options applied (parsed and validated; nothing loads)."""
-        from gemma4_saelens_ext.evals.suite import load_suite
+        from gemma4_saelens_ext.evals.suite_file import load_suite
 
         cfg = load_suite(self.suite, output_dir=self.out, seed=self.seed)
         for key, value in (("source", self.model), ("precision", self.precision), ("layer", self.layer)):
@@ -67,7 +72,7 @@ def _run(cfg: EvalRunConfig) -> int:
 
 
 def _validate(cfg: ValidateConfig) -> int:
-    from gemma4_saelens_ext.evals.suite import load_suite
+    from gemma4_saelens_ext.evals.suite_file import load_suite
 
     for path in cfg.suites:
         suite = load_suite(path)

@@ -2,7 +2,8 @@
 activations of each row set, taken in one extraction pass (:mod:`.extraction`).
 
 A :class:`Split` is built once per split name: rows with an honest/deceptive label, ``y`` (1 = honest), the group
-id of each row (:func:`gemma4_saelens_ext.evals.groups.resolve_groups`), and after :meth:`SuiteContext.fill`:
+id of each row (:func:`gemma4_saelens_ext.evals.groups.resolve_groups`), a coarser cluster when one is named or
+detected (:func:`make_split`), and after :meth:`SuiteContext.fill`:
 
 * ``acts``: the raw residual pooled over each completion, ``[rows, d_model]``;
 * ``latents[name]``: every SAE's latents per completion, ``[rows, d_sae]`` (each SAE encoded per its unit), the
@@ -11,9 +12,10 @@ id of each row (:func:`gemma4_saelens_ext.evals.groups.resolve_groups`), and aft
   read (see :meth:`SuiteContext.token_rows`);
 * ``column(key)``: any row field (``kind``, ``label``, ``group``, ``cluster``) as an array.
 
-A family that needs another row set (the positive control's rows, regenerated completions, a detection card's
-rows with ``control`` labels) calls :meth:`SuiteContext.row_set` (cached by name) or :meth:`SuiteContext.fill`:
-one pass per row set, every SAE's latents from it. Row limits take a seeded sample of whole groups.
+A family that needs another row set (the positive control's rows, regenerated completions, the detection card's
+``control`` rows) calls :meth:`SuiteContext.row_set` (cached by name) or :meth:`SuiteContext.fill`: one pass per
+row set, every SAE's latents from it. Row limits take a seeded sample of whole groups (never the first rows of a
+file sorted by prompt id).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import numpy as np
 
 from gemma4_saelens_ext.evals import groups as G
 from gemma4_saelens_ext.evals import stats as S
+from gemma4_saelens_ext.evals.layout import LabelLayout, classify_layout
+from gemma4_saelens_ext.evals.layout import detect_cluster as _detect
 from gemma4_saelens_ext.evals.saes import RESERVED_NAMES
 
 logger = logging.getLogger(__name__)
@@ -51,6 +55,10 @@ class Split:
     primary: str | None = None
     #: row index -> every-token activations (BOS excluded), for the rows the extraction kept
     tokens: dict[int, np.ndarray] = field(default_factory=dict)
+    #: a coarser unit of inference (e.g. the family) per row, the column it came from and why; None: the groups
+    clusters: np.ndarray | None = None
+    cluster_source: str | None = None
+    cluster_reason: str | None = None
 
     @property
     def feats(self) -> np.ndarray | None:
@@ -60,6 +68,11 @@ class Split:
     @property
     def n_groups(self) -> int:
         return len(set(self.groups.tolist()))
+
+    def layout(self) -> LabelLayout:
+        """The label layout over the unit of inference (prompt groups, or the clusters when set)."""
+        return classify_layout(self.y, self.groups, clusters=self.clusters,
+                               cluster_name=self.cluster_source or "cluster", cluster_reason=self.cluster_reason)
 
     def sizes(self) -> dict[str, int]:
         return {"honest": int(self.y.sum()), "deceptive": int((1 - self.y).sum()), "groups": self.n_groups,
@@ -79,7 +92,8 @@ class Split:
         """Rows ``idx`` (pooled activations and latents follow; token activations do not)."""
         return Split(self.name, [self.rows[i] for i in idx], self.y[idx], self.groups[idx], self.group_source,
                      None if self.acts is None else self.acts[idx], {k: v[idx] for k, v in self.latents.items()},
-                     self.primary)
+                     self.primary, clusters=None if self.clusters is None else self.clusters[idx],
+                     cluster_source=self.cluster_source, cluster_reason=self.cluster_reason)
 
     def sample_index(self, max_rows: int | None, seed: int) -> np.ndarray:
         """Sorted indices of a seeded sample of whole groups with at most ``max_rows`` rows (all when None)."""
@@ -90,18 +104,38 @@ class Split:
         return self.subset(self.sample_index(max_rows, seed))
 
 
-def make_split(name: str, rows: list[dict], y: np.ndarray, *, warnings: list[str] | None = None) -> Split:
+def make_split(name: str, rows: list[dict], y: np.ndarray, *, warnings: list[str] | None = None,
+               cluster: str | None = None, detect_cluster: bool = True) -> Split:
+    """A split with its groups, and its clusters: the ``cluster`` column when named, else (``detect_cluster``) a
+    coarser column within which the labels are constant (:func:`~gemma4_saelens_ext.evals.layout.detect_cluster`)."""
     groups, src, warn = G.resolve_groups(rows)
     if warn and warnings is not None:
         warnings.append(f"split {name!r}: {warn}")
-    return Split(name, rows, np.asarray(y).astype(np.int64), groups, src)
+    y = np.asarray(y).astype(np.int64)
+    clusters, csrc, why = None, None, None
+    if cluster:
+        missing = sum(r.get(cluster) in (None, "") for r in rows)
+        if missing:
+            cols = sorted({k for r in rows[:50] for k in r})
+            raise ValueError(f"stats.cluster = {cluster!r}: {missing} row(s) of split {name!r} have no {cluster!r}; "
+                             f"columns present: {cols}. Name another column or leave stats.cluster unset.")
+        clusters, csrc = np.asarray([str(r[cluster]) for r in rows]), cluster
+        why = f"stats.cluster = {cluster!r} (set in the suite): inference runs at that level"
+    elif detect_cluster:
+        clusters, csrc, why = _detect(rows, y, groups)
+        if why and warnings is not None:
+            warnings.append(f"split {name!r}: {why}")
+    return Split(name, rows, y, groups, src, clusters=clusters, cluster_source=csrc, cluster_reason=why)
 
 
 def labelled_split(name: str, rows: list[dict], *, max_rows: int | None = None, seed: int = 0,
-                   warnings: list[str] | None = None) -> Split:
-    """Rows labelled honest/deceptive (ambiguous dropped), with groups; ``max_rows`` samples whole groups."""
-    keep, y = S.encode_labels([r.get("label") for r in rows])
-    sp = make_split(name, [r for r, k in zip(rows, keep) if k], y, warnings=warnings)
+                   warnings: list[str] | None = None, cluster: str | None = None,
+                   detect_cluster: bool = True) -> Split:
+    """Rows labelled honest/deceptive (ambiguous dropped), with groups (and clusters, see :func:`make_split`);
+    ``max_rows`` samples whole groups."""
+    keep, y = S.encode_labels([r.get("label") for r in rows], what=f"split {name!r}")
+    sp = make_split(name, [r for r, k in zip(rows, keep) if k], y, warnings=warnings, cluster=cluster,
+                    detect_cluster=detect_cluster)
     S.check_binary_labels(sp.y, what=f"split {name!r}")
     return sp.sample_groups(max_rows, seed) if max_rows else sp
 
@@ -204,7 +238,7 @@ class SuiteContext:
         if name not in self.row_sets:
             lab = [r.get("label") for r in rows]
             y = np.array([1 if v == "honest" else 0 if v == "deceptive" else -1 for v in lab])
-            self.row_sets[name] = self.fill(make_split(name, rows, y, warnings=self.warnings))
+            self.row_sets[name] = self.fill(make_split(name, rows, y, warnings=self.warnings, detect_cluster=False))
         return self.row_sets[name]
 
     # the single-purpose helpers (each one pass over its rows)

@@ -208,8 +208,7 @@ def write_saebench_results(out_dir: str | Path, sae_row_info: SAEBenchInfo, core
     """Write ``<out_dir>/saebench/core/<id>_eval_results.json`` (from a reconstruction row, when given) and
     ``<out_dir>/saebench/sparse_probing/<id>_eval_results.json`` (when ``sparse_probing`` results are given; see
     :func:`sparse_probing_output`). Each document is validated before it is written. Returns eval type -> path."""
-    from gemma4_saelens_ext.evals.report import to_jsonable
-    from gemma4_saelens_ext.io import atomic_write
+    from gemma4_saelens_ext.io import atomic_write, to_jsonable
 
     docs = {}
     if core_metrics is not None:
@@ -228,9 +227,11 @@ def write_saebench_results(out_dir: str | Path, sae_row_info: SAEBenchInfo, core
 
 
 def write_saebench_files(out: Path, report: Mapping[str, Any], saes: list[Any]) -> dict[str, dict[str, Any]]:
-    """The suite's SAEBench files: per SAE the core results (when the reconstruction family ran) and a
-    ``sparse_probing`` slot (a path once the detection card writes it). Returns SAE name -> {eval type: path}."""
+    """The suite's SAEBench files: per SAE the core results (when the reconstruction family ran) and the sparse-probing
+    results (when the detection card ran: its ``saebench_sparse_probing[name]``). Returns SAE name -> {eval type:
+    path or None}."""
     rec = {r["name"]: r for r in (report.get("reconstruction") or {}).get("saes", [])}
+    probing = (report.get("detection") or {}).get("saebench_sparse_probing") or {}
     settings, ds = report["settings"], report.get("dataset", {})
     m, rc = settings["model"], settings["reconstruction"]
     config = {"model_name": m["source"], "llm_dtype": m["precision"], "batch_size_prompts": m["batch_size"],
@@ -251,6 +252,11 @@ def write_saebench_files(out: Path, report: Mapping[str, Any], saes: list[Any]) 
                                                           if src.get(k) is not None}})
         r = rec.get(s.name)
         cfg = {**config, "n_eval_reconstruction_batches": -(-int(r.get("n_texts") or 0) // 4)} if r else config
-        paths = write_saebench_results(out, info, r, core_config=cfg) if r else {}
-        out_paths[s.name] = {"core": str(paths["core"]) if "core" in paths else None, "sparse_probing": None}
+        sp = probing.get(s.name)
+        if sp is not None:
+            sp = {**sp, "config": {"model_name": m["source"], "llm_dtype": m["precision"],
+                                   "llm_batch_size": m["batch_size"], "context_length": m["max_length"],
+                                   **(sp.get("config") or {})}}
+        paths = write_saebench_results(out, info, r, sp, core_config=cfg)
+        out_paths[s.name] = {k: str(paths[k]) if k in paths else None for k in ("core", "sparse_probing")}
     return out_paths

@@ -6,7 +6,6 @@ Kept apart from the statistics so those stay pure; everything here touches torch
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,28 +32,26 @@ def load_sae(spec: Any, *, device: str = "cpu") -> SAE:
         spec = {"path": str(spec)}
     if not isinstance(spec, dict):
         raise TypeError(f"SAE spec must be an SAE, a path or a dict with path / release+sae_id, got {type(spec)}")
-    if spec.get("path"):
-        p = Path(spec["path"])
-        if not p.exists():
-            raise FileNotFoundError(f"SAE folder {p} does not exist.")
-        return SAE.load_from_disk(str(p), device=device)
-    if spec.get("release"):
-        from gemma4_saelens_ext.releases import register_releases
+    from gemma4_saelens_ext.releases.folders import load_release, load_sae_folder
 
-        register_releases()  # the Gemma 4 behavior releases and their loader, in SAELens's own tables
-        try:
+    if spec.get("path"):
+        return load_sae_folder(spec["path"], device=device)  # a damaged folder's error names the file
+    if spec.get("release"):
+        try:  # close names of a misspelling; our releases registered (SAELens's own loaders for SAELens's releases)
             with _headers_from_hf_cache():
-                return SAE.from_pretrained(spec["release"], spec.get("sae_id"), device=device)
+                return load_release(spec["release"], spec.get("sae_id"), device=device)
         except OSError as e:  # requests' ConnectionError is an OSError too
             from huggingface_hub.errors import LocalEntryNotFoundError
 
+            from gemma4_saelens_ext.errors import MissingFileError
+
             if not (isinstance(e, LocalEntryNotFoundError) or "huggingface.co" in str(e)):
                 raise  # e.g. the plugin's ReleaseFilesNotFoundError, which already says what to fetch
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"SAE {spec['release']}/{spec.get('sae_id')}: its files are not in the Hugging Face cache and the Hub "
-                f"is not reachable ({type(e).__name__}: {str(e)[:200]}). Fetch them once where the Hub is reachable "
-                "(SAE.from_pretrained(release, sae_id) or `hf download <repo> <files>`), with HF_HOME / HF_HUB_CACHE "
-                "pointing at the cache used here.") from e
+                f"is not reachable ({type(e).__name__}: {str(e)[:200]}).",
+                "fetch them once where the Hub is reachable (SAE.from_pretrained(release, sae_id) or `hf download "
+                "<repo> <files>`), with HF_HOME / HF_HUB_CACHE pointing at the cache used here.") from e
     raise ValueError(f"SAE spec {spec} needs `path` or `release` (+ `sae_id`).")
 
 
@@ -152,10 +149,12 @@ def check_sae_matches(sae: SAE, *, d_model: int | None = None, layer: int | None
 
 
 def saved_sae_config(spec: Any) -> tuple[str, dict[str, Any]] | None:
-    """``(folder, cfg.json)`` of an SAE given as a folder, read without its weights; None for any other spec."""
+    """``(folder, cfg.json)`` of an SAE given as a folder, checked without loading its weights (a missing or damaged
+    folder is an error naming the file); None for any other spec."""
+    from gemma4_saelens_ext.releases.folders import check_sae_folder
+
     path = spec if isinstance(spec, (str, Path)) else spec.get("path") if isinstance(spec, dict) else None
-    f = Path(path) / "cfg.json" if path else None
-    return (str(path), json.loads(f.read_text())) if f is not None and f.is_file() else None
+    return (str(path), check_sae_folder(path)) if path else None
 
 
 def decoder_rows(sae: SAE, latents: list[int]) -> np.ndarray:

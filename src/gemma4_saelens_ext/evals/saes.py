@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gemma4_saelens_ext.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -63,26 +65,26 @@ def entry_source(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _check_entry(entry: Any, where: str) -> dict[str, Any]:
     if isinstance(entry, dict) and "fit" in entry:
-        raise ValueError(f"{where}.fit was removed; use `sae.train: demo_gemma3_270m_nf4` (or `train:` in a `saes:` "
+        raise UserError(f"{where}.fit was removed; use `sae.train: demo_gemma3_270m_nf4` (or `train:` in a `saes:` "
                          "entry; trained with "
                          "gemma4_saelens_ext.training.train; settings under `overrides`, e.g. "
                          "{runner.training_tokens: 20000, sae.d_sae: 640}).")
     if not isinstance(entry, dict):
-        raise ValueError(f"{where} must be a mapping such as {{path: DIR}}, {{release: R, sae_id: ID}} or "
-                         f"{{train: CONFIG}}, got {type(entry).__name__}")
+        raise UserError(f"{where}={entry!r} should be a mapping such as {{path: DIR}}, {{release: R, sae_id: ID}} or "
+                        f"{{train: CONFIG}}, got {type(entry).__name__}")
     unknown = sorted(set(entry) - set(ENTRY_KEYS))
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; valid keys: {list(ENTRY_KEYS)}")
+        raise UserError(f"{where}: unknown keys {unknown}; valid keys: {list(ENTRY_KEYS)}")
     sources = [k for k in SOURCE_KEYS if entry.get(k) is not None]
     if len(sources) != 1:
-        raise ValueError(f"{where} needs exactly one of `path`, `release` (+ `sae_id`) or `train` (a training config "
+        raise UserError(f"{where} needs exactly one of `path`, `release` (+ `sae_id`) or `train` (a training config "
                          f"name or path), got {sources or 'none'}.")
     if "release" in sources and not entry.get("sae_id"):
-        raise ValueError(f"{where}: release {entry['release']!r} needs `sae_id` (e.g. layer_12_width_16k_l0_medium).")
+        raise UserError(f"{where}: release {entry['release']!r} needs `sae_id` (e.g. layer_12_width_16k_l0_medium).")
     if "overrides" in entry and "train" not in sources:
-        raise ValueError(f"{where}.overrides applies to `train` only.")
+        raise UserError(f"{where}.overrides applies to `train` only.")
     if entry.get("encode", "auto") not in ("auto", "tokens", "pooled"):
-        raise ValueError(f"{where}.encode must be auto, tokens or pooled, got {entry['encode']!r}")
+        raise UserError(f"{where}.encode must be auto, tokens or pooled, got {entry['encode']!r}")
     return dict(entry)
 
 
@@ -91,19 +93,19 @@ def normalize_saes(data: dict[str, Any], where: str = "suite") -> list[dict[str,
     every entry's keys, that names are unique, that at most one entry trains and at most one is primary. Pure."""
     saes, sae, others = data.get("saes"), data.get("sae"), data.get("other_saes") or {}
     if saes and sae is not None:
-        raise ValueError(f"{where}: give `saes:` (a list) or the older `sae:` (+ `other_saes:`), not both.")
+        raise UserError(f"{where}: give `saes:` (a list) or the older `sae:` (+ `other_saes:`), not both.")
     if saes and others:
-        raise ValueError(f"{where}: `other_saes` goes with the older `sae:`; add those SAEs to the `saes:` list.")
+        raise UserError(f"{where}: `other_saes` goes with the older `sae:`; add those SAEs to the `saes:` list.")
     if not saes and sae is None:
-        raise ValueError(f"{where}: missing required key 'sae' (one SAE) or 'saes' (a list of SAEs), e.g. "
+        raise UserError(f"{where}: missing required key 'sae' (one SAE) or 'saes' (a list of SAEs), e.g. "
                          "saes: [{train: demo_gemma3_270m_nf4}, {release: gemma-scope-2-270m-pt-res, "
                          "sae_id: layer_12_width_16k_l0_medium}]")
     if saes is not None and not saes and sae is None:
-        raise ValueError(f"{where}.saes is empty; name at least one SAE.")
+        raise UserError(f"{where}.saes is empty; name at least one SAE.")
     if saes is not None and not isinstance(saes, list):
-        raise ValueError(f"{where}.saes must be a list of SAE entries, got {type(saes).__name__}")
+        raise UserError(f"{where}.saes={saes!r} should be a list of SAE entries, got {type(saes).__name__}")
     if not isinstance(others, dict):
-        raise ValueError(f"{where}.other_saes must map a name to an SAE ({{path: ...}} or "
+        raise UserError(f"{where}.other_saes must map a name to an SAE ({{path: ...}} or "
                          "{release: ..., sae_id: ...})")
     if saes:
         entries = [_check_entry(e, f"{where}.saes[{i}]") for i, e in enumerate(saes)]
@@ -111,18 +113,18 @@ def normalize_saes(data: dict[str, Any], where: str = "suite") -> list[dict[str,
         entries = [_check_entry(sae, f"{where}.sae")]
         entries += [{**_check_entry(v, f"{where}.other_saes.{k}"), "name": k} for k, v in others.items()]
         if any("train" in e for e in entries[1:]):
-            raise ValueError(f"{where}.other_saes: only the primary `sae` may be trained in-suite.")
+            raise UserError(f"{where}.other_saes: only the primary `sae` may be trained in-suite.")
     names = [entry_name(e) for e in entries]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"{where}.saes: names {dup} appear twice; give each entry a distinct `name`.")
+        raise UserError(f"{where}.saes: names {dup} appear twice; give each entry a distinct `name`.")
     taken = sorted(n for n in names if n in RESERVED_NAMES or n.startswith("lexical"))
     if taken:
-        raise ValueError(f"{where}.saes: names {taken} label other rows of the probe table; rename those entries.")
+        raise UserError(f"{where}.saes: names {taken} label other rows of the probe table; rename those entries.")
     if sum("train" in e for e in entries) > 1:
-        raise ValueError(f"{where}.saes: at most one entry may say `train` (it is saved to <output>/sae).")
+        raise UserError(f"{where}.saes: at most one entry may say `train` (it is saved to <output>/sae).")
     if sum(bool(e.get("primary")) for e in entries) > 1:
-        raise ValueError(f"{where}.saes: more than one entry says `primary: true`.")
+        raise UserError(f"{where}.saes: more than one entry says `primary: true`.")
     return entries
 
 
@@ -166,10 +168,10 @@ def check_saes(cfg: Any) -> None:
         return
     ov = entry.get("overrides") or {}
     if not isinstance(ov, dict):
-        raise ValueError("suite sae overrides must be a mapping of dotted keys, e.g. {runner.training_tokens: 20000}")
+        raise UserError("suite sae overrides must be a mapping of dotted keys, e.g. {runner.training_tokens: 20000}")
     owned = sorted(set(ov) & set(SUITE_OWNED_TRAINING_KEYS))
     if owned:
-        raise ValueError(f"suite sae overrides sets {owned}, which the suite sets itself; set "
+        raise UserError(f"suite sae overrides sets {owned}, which the suite sets itself; set "
                          f"{sorted({SUITE_OWNED_TRAINING_KEYS[k] for k in owned})} in the suite instead.")
     load_training_config(entry["train"], training_overrides(cfg, "<train split>", "<out>"))  # names, sections, sizes
 

@@ -1,27 +1,17 @@
-"""The eval suite's schema: one dataclass per YAML section, a docstring under every field, and :func:`load_suite`,
-which parses and validates a suite without loading a model or data (YAML keys, names, precisions, the SAE source and
-its training config), so a mistake fails in seconds."""
+"""The eval suite's schema: one dataclass per YAML section, a docstring under every field (reading and checking a
+suite file: :mod:`.suite_file`)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
-
-from gemma4_saelens_ext.evals.saes import (  # noqa: F401  (re-exported: the suite's SAE schema)
-    SOURCE_KEYS, SUITE_OWNED_TRAINING_KEYS, check_saes, normalize_saes, primary_entry, training_overrides,
-)
-from gemma4_saelens_ext.options import config_from_dict
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "SuiteConfig", "ModelSpec", "DatasetSpec", "StatsSpec", "ReconstructionSpec", "DValuesSpec", "ProbesSpec",
-    "SteeringSpec", "StabilitySpec", "TopLatentsSpec", "PortabilitySpec", "ControlSpec", "load_suite",
-    "SUITE_OWNED_TRAINING_KEYS", "training_overrides",
+    "SteeringSpec", "StabilitySpec", "TopLatentsSpec", "PortabilitySpec", "ControlSpec", "DetectionSpec",
 ]
 
 
@@ -79,6 +69,12 @@ class StatsSpec:
     """Significance level (the primary test, and the Holm-adjusted others)."""
     row_level_diagnostic: bool = True
     """Also report the row-level null on the eval split, labelled as a diagnostic (it assumes independent rows)."""
+    cluster: str | None = None
+    """A row column (e.g. family, scenario, source_file) that is the unit of inference, joined with the prompt
+    groups: every null, bootstrap and fold then works on whole clusters. None: detected (the first of family,
+    scenario, source_file, source within which the labels are constant; see docs/evals.md)."""
+    detect_cluster: bool = True
+    """With ``cluster`` unset, look for a coarser column within which the labels are constant and use it."""
 
 
 @dataclass
@@ -134,6 +130,43 @@ class ProbesSpec:
 
 
 @dataclass
+class DetectionSpec:
+    """The detection card per dataset kind and the transfer matrix (docs/evals.md, "The detection card")."""
+
+    enabled: bool = True
+    """Run this family."""
+    readers: list[str] = field(default_factory=lambda: ["dense", "sae_all", "sae_topk", "lexical"])
+    """Readers trained on each kind's train groups: dense (standardised logistic regression on the pooled residual),
+    dense_topk (on the k residual channels with the largest class mean difference), sae_all (on all of an SAE's
+    latents), sae_topk (on its k latents with the largest class mean difference), lexical (bag of words on the
+    completion's first ``probes.lexical_chars`` characters)."""
+    k_values: list[int] = field(default_factory=lambda: [1, 2, 5])
+    """k of the k-sparse readers (SAEBench's sparse probing uses 1, 2, 5)."""
+    fpr: float = 0.01
+    """False-positive rate on the control rows that sets the threshold for recall (needs >= 1/fpr control rows;
+    with fewer, the card uses 1/n_control and says so)."""
+    n_permutations: int = 1000
+    """Label randomizations of each figure's grouped permutation test."""
+    n_bootstrap: int = 1000
+    """Group-bootstrap resamples of each figure's CI."""
+    C: float = 1.0
+    """Inverse L2 strength of every reader's logistic regression."""
+    transfer: bool = True
+    """Also test every reader on every other kind's eval split (the transfer matrix)."""
+
+    def __post_init__(self) -> None:
+        from gemma4_saelens_ext.evals.readers import READERS
+
+        bad = [r for r in self.readers if r not in READERS]
+        if bad:
+            raise ValueError(f"detection.readers: unknown {bad}; valid: {list(READERS)}")
+        if not 0 < self.fpr < 1:
+            raise ValueError(f"detection.fpr must be in (0, 1), got {self.fpr}")
+        if any(int(k) < 1 for k in self.k_values):
+            raise ValueError(f"detection.k_values must be >= 1, got {self.k_values}")
+
+
+@dataclass
 class SteeringSpec:
     """Add an SAE-decoded direction to the residual stream at several strengths and judge the completions."""
 
@@ -153,8 +186,9 @@ class SteeringSpec:
     """Prompts steered, a seeded sample of whole groups."""
     judge: str = "keyword"
     """Judge of the steered completions (``keyword`` or ``llm:NAME``)."""
-    n_random_directions: int = 8
-    """Control directions: this many random unit directions at the same scale."""
+    n_random_directions: int = 19
+    """Control directions: this many random unit directions at the same scale; the SAE direction's rank among them
+    is a test whose smallest p is 1/(1 + n): 19 or more lets it reach 0.05."""
     mean_difference: bool = True
     """Also sweep the raw mean-difference direction."""
     scale: str = "residual_norm"
@@ -256,6 +290,8 @@ class SuiteConfig:
     """Positive control."""
     probes: ProbesSpec = field(default_factory=ProbesSpec)
     """Probe family."""
+    detection: DetectionSpec = field(default_factory=DetectionSpec)
+    """Detection card and transfer matrix."""
     steering: SteeringSpec = field(default_factory=SteeringSpec)
     """Steering family."""
     stability: StabilitySpec = field(default_factory=StabilitySpec)
@@ -266,66 +302,3 @@ class SuiteConfig:
     """Precision portability family."""
     source_file: str | None = None
     """The YAML file the suite was read from (set by :func:`load_suite`)."""
-
-
-def _with_primary(data: dict[str, Any], sae: dict[str, Any]) -> None:
-    """An ``sae=`` override on a suite that lists ``saes``: it replaces the primary entry's source (its name,
-    ``encode`` and ``primary`` stay)."""
-    entries = [dict(e) if isinstance(e, dict) else e for e in data["saes"]]
-    prim = primary_entry([e for e in entries if isinstance(e, dict)] or [{}])
-    keep = {k: v for k, v in prim.items() if k in ("name", "encode", "primary")}
-    entries[entries.index(prim)] = {**keep, **sae}
-    data["saes"] = entries
-    if any(k in sae for k in SOURCE_KEYS):
-        data.pop("sae", None)
-
-
-def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> SuiteConfig:
-    """Parse and validate a suite (no model or data loads). ``overrides`` replace top-level keys; ``sae=`` replaces
-    the primary SAE (the rest of a ``saes`` list stays). The SAEs end up in ``cfg.saes`` (normalized)."""
-    from gemma4_saelens_ext.evals.steering import check_scale_kind
-    from gemma4_saelens_ext.models.precision import get_precision
-
-    if isinstance(path_or_dict, dict):
-        data, src = dict(path_or_dict), None
-    else:
-        from gemma4_saelens_ext.paths import resolve_project_file
-
-        src = str(resolve_project_file(path_or_dict, "evals"))
-        data = yaml.safe_load(Path(src).read_text()) or {}
-    sae_override = overrides.pop("sae", None)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    if sae_override is not None:
-        if data.get("saes"):
-            _with_primary(data, sae_override)
-        else:
-            data["sae"] = sae_override
-    if "name" not in data:
-        raise ValueError(f"suite {src or '<dict>'}: missing required key 'name'")
-    data["saes"] = normalize_saes(data, f"suite {src}" if src else "suite")  # the older sae/other_saes fold in
-    data.pop("sae", None)
-    data.pop("other_saes", None)
-    cfg: SuiteConfig = config_from_dict(SuiteConfig, data, "suite")
-    cfg.source_file = src
-    if cfg.pooling not in ("last", "mean", "max"):
-        raise ValueError(f"suite.pooling must be last, mean or max, got {cfg.pooling!r}")
-    get_precision(cfg.model.precision)
-    check_scale_kind(cfg.steering.scale)
-    for p in cfg.portability.precisions:
-        get_precision(p)
-    if cfg.dataset.path is None and not cfg.dataset.scripted_families:
-        raise ValueError("suite.dataset needs `path` (a built dataset) or `scripted_families` (demo).")
-    check_saes(cfg)
-    if cfg.probes.n_splits < 2:
-        raise ValueError("probes.n_splits must be >= 2")
-    if cfg.steering.weighting not in ("d", "sign", "uniform"):
-        raise ValueError(f"steering.weighting must be d, sign or uniform, got {cfg.steering.weighting!r}")
-    if cfg.stability.mode not in ("auto", "regenerate", "bootstrap"):
-        raise ValueError(f"stability.mode must be auto, regenerate or bootstrap, got {cfg.stability.mode!r}")
-    if cfg.encode not in ("auto", "tokens", "pooled"):
-        raise ValueError(f"suite.encode must be auto, tokens or pooled, got {cfg.encode!r}")
-    if cfg.steering.enabled and cfg.steering.n_random_directions < 1:
-        raise ValueError("steering.n_random_directions must be >= 1 (the random-direction control)")
-    if cfg.stats.n_permutations < 1000:
-        logger.warning("stats.n_permutations=%d < 1000: p-values are coarse.", cfg.stats.n_permutations)
-    return cfg
