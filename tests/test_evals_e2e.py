@@ -86,8 +86,12 @@ def test_demo_suite_end_to_end(tmp_path):
     card = r["detection"]["kinds"]["role_play"]["rows"]
     assert [c["family"] for c in card] == ["dense", "sae_all", "sae_topk", "sae_topk", "sae_topk", "lexical"]
     assert all(c["auroc_honest_deceptive"]["ci"] and c["auroc_honest_deceptive"]["p"] for c in card)
-    sp = r["detection"]["saebench_sparse_probing"][r["suite"]]
+    sp = r["detection"]["saebench_sparse_probing"][r["sae"]["name"]]
     assert "llm_test_accuracy" in sp["llm"] and "sae_top_1_test_accuracy" in sp["sae"]
+    files = r["saebench"][r["sae"]["name"]]  # SAEBench-format files beside report.json
+    assert json.loads(open(files["sparse_probing"]).read())["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"] \
+        == pytest.approx(sp["sae"]["sae_top_1_test_accuracy"])
+    assert json.loads(open(files["core"]).read())["eval_type_id"] == "core"
     md = (out / "report.md").read_text()
     assert md.index("## Detection card") < md.index("Tests")
     assert "PRIMARY: replicated d_max" in md and "Holm-adjusted" in md and "groups" in md

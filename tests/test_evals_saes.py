@@ -175,7 +175,10 @@ def test_four_sources_one_row_each_in_every_table(tmp_path, monkeypatch):
         assert doc["eval_result_metrics"]["sparsity"]["l0"] == pytest.approx(rec[n]["l0"])
         assert doc["eval_result_metrics"]["model_performance_preservation"]["ce_loss_score"] == \
             pytest.approx(rec[n]["lm_loss"]["ce_loss_score"])
-        assert r["saebench"][n]["sparse_probing"] is None  # the slot the detection card fills
+        probing = json.loads(open(r["saebench"][n]["sparse_probing"]).read())  # from the detection card's readers
+        validate_saebench(probing)
+        assert probing["eval_type_id"] == "sparse_probing" and probing["eval_config"]["k_values"] == [1, 2, 5]
+        assert probing["eval_result_details"][0]["dataset_name"] == "gemma4_saelens_ext/role_play"
     gs = json.loads(open(r["saebench"]["gemma-scope-2"]["core"]).read())
     assert (gs["sae_lens_release_id"], gs["sae_lens_id"]) == (GEMMA_SCOPE_2_RELEASE, GEMMA_SCOPE_2_ID)
     assert gs["sae_cfg_dict"]["d_sae"] == 1024 and gs["eval_config"]["context_size"] == 64
