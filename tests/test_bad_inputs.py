@@ -309,7 +309,7 @@ CASES = [
     ("eval suite: layer out of range, found before the model loads", lambda t: _suite_config_only(t, layer=99),
      ValueError, r"model\.layer=99: Layer 99 is out of range: this model has 4 layers"),
     ("eval suite: SAE folder's d_in is not the hidden size", lambda t: _suite_config_only(t, sae_d_in=32), ValueError,
-     r"sae \(.*sae\) d_in=32 does not match the model's hidden size 64.*pick the SAE for this model"),
+     r"SAE '.*' \(.*sae\) d_in=32 does not match the model's hidden size 64.*pick the SAE for this model"),
     ("eval suite: the SAE's hook is past the model's last layer", lambda t: _suite_config_only(
         t, sae_hook="blocks.9.hook_resid_post"), ValueError,
      r"hook_name \(model\.layer is unset\)='blocks\.9\.hook_resid_post': Layer 9 is out of range.*pick the SAE"),

@@ -67,12 +67,14 @@ def lm():
 
 
 def _ctx(lm, sae, unit):
+    from gemma4_saelens_ext.evals.saes import SuiteSAE
     from gemma4_saelens_ext.evals.suite_file import load_suite
 
     cfg = load_suite("evals/demo.yaml")
     cfg.model.batch_size = 4
     empty = labelled_split("x", [{"label": "honest"}, {"label": "deceptive"}] * 2)
-    return SuiteContext(cfg=cfg, lm=lm, layer=6, sae=sae, encode=(unit, "test"), train=empty, eval=empty)
+    saes = [SuiteSAE("sae", sae, {"path": "x"}, unit, "test", primary=True)]
+    return SuiteContext(cfg=cfg, lm=lm, layer=6, saes=saes, train=empty, eval=empty)
 
 
 @pytest.mark.slow

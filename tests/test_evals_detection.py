@@ -407,7 +407,7 @@ def test_suite_section_is_validated_and_control_rows_come_from_the_dataset(tmp_p
     cfg = load_suite({**base, "dataset": {"path": str(path), "max_rows_per_split": 12}})
     ev = labelled_split("eval", load_rows(str(path), "eval"))
     assert len(ev.rows) == 8  # the labelled split drops the control rows ...
-    ctx = SuiteContext(cfg=cfg, lm=None, layer=0, sae=None, encode=("pooled", ""), train=ev, eval=ev)
+    ctx = SuiteContext(cfg=cfg, lm=None, layer=0, saes=[], train=ev, eval=ev)
     ctrl = control_rows(ctx, ev)  # ... the detection family reads them back, whole groups under the row limit
     assert len(ctrl) == 12 and {r["kind"] for r in ctrl} == {"control"} and len({r["group"] for r in ctrl}) == 12
 
@@ -450,8 +450,11 @@ def test_family_reads_the_suite_context_with_control_rows_and_every_sae(tmp_path
     torch.manual_seed(0)
     saes = [TopKSAE(TopKSAEConfig(d_in=gemma4_tiny.d_model, d_sae=32, k=4)) for _ in range(2)]
     tr, ev = (labelled_split(s, load_rows(str(path), s)) for s in ("train", "eval"))
-    ctx = SuiteContext(cfg=cfg, lm=gemma4_tiny, layer=3, sae=saes[0], encode=("tokens", "test"), train=tr, eval=ev,
-                       others={"other": saes[1]})
+    from gemma4_saelens_ext.evals.saes import SuiteSAE
+
+    suite_saes = [SuiteSAE("tiny", saes[0], {"path": str(tmp_path)}, "tokens", "test", primary=True),
+                  SuiteSAE("other", saes[1], {"path": str(tmp_path)}, "tokens", "test")]
+    ctx = SuiteContext(cfg=cfg, lm=gemma4_tiny, layer=3, saes=suite_saes, train=tr, eval=ev)
     ctx.fill(tr)
     ctx.fill(ev)
     sec = detection_from_context(ctx)
@@ -469,5 +472,5 @@ def test_family_reads_the_suite_context_with_control_rows_and_every_sae(tmp_path
 
     d = _data(ctx, ev, with_control=True)
     assert (d.labels[-12:] == "control").all() and len(d.labels) == len(ev.rows) + 12
-    np.testing.assert_allclose(d.inputs.feats["other"][-12:], ctx.latents(ctrl, sae=saes[1]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d.inputs.feats["other"][-12:], ctx.extract(ctrl).latents["other"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(d.inputs.acts[:len(ev.rows)], ev.acts)

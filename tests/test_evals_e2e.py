@@ -22,7 +22,7 @@ def tiny_cfg(tmp_path, **over):
     cfg.model.max_length = 64
     # the package's trainer (SAELens runner) on the scripted train split (~4k tokens, cached and re-read): a tiny
     # budget with a higher learning rate reaches EV ~0.6 in ~64 steps
-    cfg.sae["overrides"] = {"runner.training_tokens": 8192, "runner.train_batch_size_tokens": 128, "runner.lr": 0.004,
+    cfg.saes[0]["overrides"] = {"runner.training_tokens": 8192, "runner.train_batch_size_tokens": 128, "runner.lr": 0.004,
                             "sae.d_sae": 640}
     cfg.stats.n_permutations, cfg.stats.n_bootstrap, cfg.stats.probe_permutations = 100, 50, 3
     cfg.probes.n_splits = 2  # the scripted eval split of these families has 2 prompt groups
@@ -86,8 +86,12 @@ def test_demo_suite_end_to_end(tmp_path):
     card = r["detection"]["kinds"]["role_play"]["rows"]
     assert [c["family"] for c in card] == ["dense", "sae_all", "sae_topk", "sae_topk", "sae_topk", "lexical"]
     assert all(c["auroc_honest_deceptive"]["ci"] and c["auroc_honest_deceptive"]["p"] for c in card)
-    sp = r["detection"]["saebench_sparse_probing"][r["suite"]]
+    sp = r["detection"]["saebench_sparse_probing"][r["sae"]["name"]]
     assert "llm_test_accuracy" in sp["llm"] and "sae_top_1_test_accuracy" in sp["sae"]
+    files = r["saebench"][r["sae"]["name"]]  # SAEBench-format files beside report.json
+    assert json.loads(open(files["sparse_probing"]).read())["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"] \
+        == pytest.approx(sp["sae"]["sae_top_1_test_accuracy"])
+    assert json.loads(open(files["core"]).read())["eval_type_id"] == "core"
     md = (out / "report.md").read_text()
     assert md.index("## Detection card") < md.index("Tests")
     assert "PRIMARY: replicated d_max" in md and "Holm-adjusted" in md and "groups" in md
@@ -146,7 +150,7 @@ def test_suite_errors_before_long_work(tmp_path):
 
     sae_dir = tmp_path / "sae"
     TopKSAE(TopKSAEConfig(d_in=32, d_sae=64, k=4)).save_model(str(sae_dir))
-    cfg = tiny_cfg(tmp_path, sae={"path": str(sae_dir)})
+    cfg = tiny_cfg(tmp_path, saes=[{"path": str(sae_dir)}])
     cfg.model.layer = 6
     with pytest.raises(ValueError, match=r"d_in=32 does not match the model's hidden size 640 .*config\.json"):
         run_suite(cfg, output_dir=str(tmp_path / "r3"))

@@ -38,7 +38,7 @@ def test_every_shipped_config_and_suite_resolves_by_name(tmp_path, monkeypatch):
         assert spec.runner_config().sae.k == raw["sae"]["k"]  # a real SAELens runner config
     for name in shipped_configs("evals"):
         assert load_suite(name).source_file.endswith(f"{name}.yaml")
-    with pytest.raises(FileNotFoundError, match="shipped evals: demo, gemma4_e2b_gf1_behavior_L25_nf4"):
+    with pytest.raises(FileNotFoundError, match="shipped evals: demo, gemma3_270m_L12_vs_gemma_scope_2, gemma4_e2b_gf1_behavior_L25_nf4"):
         load_suite("no_such_suite")
     mine = tmp_path / "mine.yaml"  # a user's own file wins over a shipped name
     mine.write_text((CONFIG_DIRS["evals"] / "demo.yaml").read_text().replace("demo-gemma3-270m-L6", "mine"))

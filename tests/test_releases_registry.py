@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,27 +16,11 @@ import gemma4_saelens_ext.releases as rel
 from gemma4_saelens_ext.releases.loader import ReleaseFilesNotFoundError
 from gemma4_saelens_ext.releases.registry import register_release, register_releases, unregister_release
 from gemma4_saelens_ext.releases.spec import LOADER_NAME, ReleaseSpec, SAESpec
+from hf_cache import write_hf_cache
 
 PUBLISHED = "Solshine/gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bit"
 PUBLISHED_FILE = "gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bit.pt"
 SAE_ID = "blocks.25.hook_resid_post"
-
-
-def write_hf_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> Path:
-    """Put ``files`` into ``cache`` the way huggingface_hub does (refs/main -> snapshot -> blob symlinks)."""
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    root = cache / f"models--{repo_id.replace('/', '--')}"
-    (root / "refs").mkdir(parents=True, exist_ok=True)
-    (root / "refs" / "main").write_text(commit)
-    snap = root / "snapshots" / commit
-    for name, data in files.items():
-        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        target = snap / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(os.path.relpath(blob, target.parent))
-    return snap
 
 
 def published_like_files(tmp: Path, seed: int = 0) -> tuple[dict[str, bytes], dict[str, torch.Tensor]]:

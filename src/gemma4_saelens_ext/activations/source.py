@@ -3,7 +3,8 @@
 * :class:`Gemma4ActivationSource` is a SAELens ``HookedProxyLM`` whose hook points are the decoder layers, named
   both TransformerLens-style (``blocks.L.hook_resid_post``) and by HF module path (``model.layers.L``), so
   ``LanguageModelSAETrainingRunner(cfg, override_model=source)`` trains from it and stops the forward after L.
-* :func:`activations` returns per-token or pooled activations for a list of texts (batched, padding-masked).
+* :func:`activations` returns per-token or pooled activations for a list of texts (batched, padding-masked);
+  :func:`layer_batches` yields the same forward passes one batch at a time (the evals' one-pass extraction).
 * :func:`steering_hook` adds ``alpha * direction`` to layer L's output while generating.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -24,7 +26,10 @@ from gemma4_saelens_ext.models.load import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Gemma4ActivationSource", "activations", "steering_hook", "layer_output_tensor"]
+__all__ = [
+    "Gemma4ActivationSource", "activations", "steering_hook", "layer_output_tensor", "layer_batches", "LayerBatch",
+    "pool",
+]
 
 Pooling = Literal["none", "last", "mean", "max"]
 
@@ -58,6 +63,67 @@ def _forward_to_layer(lm: LoadedModel, layer: int, input_ids: torch.Tensor, atte
     return store["acts"]
 
 
+@dataclass
+class LayerBatch:
+    """One forward pass of :func:`layer_batches`: layer-L activations of a length-sorted batch of texts."""
+
+    #: positions of this batch's texts in the input list
+    idx: list[int]
+    #: ``[B, T, d]`` float32 on CPU (right-padded)
+    acts: torch.Tensor
+    #: ``[B, T]`` attention mask (bool)
+    mask: torch.Tensor
+    #: ``[B, T]`` True at BOS tokens
+    bos: torch.Tensor
+    #: ``[B, T, 2]`` character offsets of each token, when asked for
+    offsets: torch.Tensor | None
+
+    def span(self, row: int, completion_start: int | None = None, text_index: int | None = None) -> torch.Tensor:
+        """Tokens a pool of row ``row`` covers: BOS and padding left out; with ``completion_start`` (a char
+        offset) only tokens starting at or after it (the whole text, with a warning, when none does)."""
+        keep = self.mask[row]
+        sel = keep & ~self.bos[row]
+        if completion_start is not None:
+            span = sel & (self.offsets[row][:, 0] >= completion_start)
+            if span.any():
+                sel = span
+            else:
+                logger.warning("Text %d has no token at/after char %d; pooling over the whole text.",
+                               self.idx[row] if text_index is None else text_index, completion_start)
+        return sel if sel.any() else keep
+
+
+def layer_batches(
+    lm: LoadedModel, texts: Sequence[str], layer: int, *, batch_size: int = 8, max_length: int | None = 512,
+    offsets: bool = False, stop_at_layer: bool = True, progress: bool = False,
+) -> Iterator[LayerBatch]:
+    """Layer-``layer`` activations of ``texts``, one length-sorted batch at a time (:func:`activations` and the
+    evals' one-pass extraction both read these, so they see the same tensors)."""
+    tok = lm.tokenizer
+    for idx in tqdm(length_sorted_batches(texts, len, batch_size), desc=f"activations L{layer}", disable=not progress):
+        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=max_length is not None,
+                  max_length=max_length, return_offsets_mapping=offsets, padding_side="right")
+        acts = _forward_to_layer(lm, layer, enc["input_ids"].to(lm.device), enc["attention_mask"].to(lm.device),
+                                 stop_at_layer).float().cpu()
+        mask = enc["attention_mask"].bool()
+        if not torch.isfinite(acts[mask]).all():
+            logger.warning(
+                "Non-finite layer-%d activations at precision %s: the residual stream overflowed (Gemma's BOS residual "
+                "reaches ~1e5 > fp16 max 65504). Use bf16/fp32 or a quantized preset with the checkpoint's dtype.",
+                layer,
+                lm.precision,
+            )
+        yield LayerBatch(idx, acts, mask, enc["input_ids"] == tok.bos_token_id,
+                         enc["offset_mapping"] if offsets else None)
+
+
+def pool(a: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``[t, d]`` -> ``[d]``: the last token, the mean or the max over tokens."""
+    if pooling == "last":
+        return a[-1]
+    return a.mean(0) if pooling == "mean" else a.max(0).values
+
+
 @torch.no_grad()
 def activations(
     lm: LoadedModel,
@@ -86,55 +152,15 @@ def activations(
     if completion_start is not None and len(completion_start) != len(texts):
         raise ValueError("completion_start needs one offset per text.")
     L = lm.resolve_layer(layer)
-    tok = lm.tokenizer
     out: list[torch.Tensor | None] = [None] * len(texts)
-    device = lm.device
-    batches = length_sorted_batches(texts, len, batch_size)
-    for idx in tqdm(batches, desc=f"activations L{L}", disable=not progress):
-        enc = tok(
-            [texts[i] for i in idx],
-            return_tensors="pt",
-            padding=True,
-            truncation=max_length is not None,
-            max_length=max_length,
-            return_offsets_mapping=completion_start is not None,
-            padding_side="right",
-        )
-        acts = _forward_to_layer(lm, L, enc["input_ids"].to(device), enc["attention_mask"].to(device), stop_at_layer)
-        acts = acts.float().cpu()
-        if not torch.isfinite(acts[enc["attention_mask"].bool()]).all():
-            logger.warning(
-                "Non-finite layer-%d activations at precision %s: the residual stream overflowed (Gemma's BOS residual "
-                "reaches ~1e5 > fp16 max 65504). Use bf16/fp32 or a quantized preset with the checkpoint's dtype.",
-                L,
-                lm.precision,
-            )
-        mask = enc["attention_mask"].bool()
-        bos = enc["input_ids"] == tok.bos_token_id
-        for row, i in enumerate(idx):
-            keep = mask[row]
+    for b in layer_batches(lm, texts, L, batch_size=batch_size, max_length=max_length,
+                           offsets=completion_start is not None, stop_at_layer=stop_at_layer, progress=progress):
+        for row, i in enumerate(b.idx):
             if pooling == "none":
-                out[i] = acts[row][keep]
+                out[i] = b.acts[row][b.mask[row]]
                 continue
-            sel = keep & ~bos[row]
-            if completion_start is not None:
-                starts = enc["offset_mapping"][row][:, 0]
-                span = sel & (starts >= completion_start[i])
-                if span.any():
-                    sel = span
-                else:
-                    logger.warning("Text %d has no token at/after char %d; pooling over the whole text.", i, completion_start[i])
-            if not sel.any():
-                sel = keep
-            a = acts[row][sel]
-            if token_fn is not None:
-                a = token_fn(a)
-            if pooling == "last":
-                out[i] = a[-1]
-            elif pooling == "mean":
-                out[i] = a.mean(0)
-            else:
-                out[i] = a.max(0).values
+            a = b.acts[row][b.span(row, None if completion_start is None else completion_start[i])]
+            out[i] = pool(token_fn(a) if token_fn is not None else a, pooling)
     if pooling == "none":
         return [t for t in out if t is not None]
     return torch.stack([t for t in out if t is not None])

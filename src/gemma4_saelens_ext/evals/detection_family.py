@@ -2,9 +2,8 @@
 cluster), pooled raw activations and every SAE's latents, plus the eval split's control rows, into
 :func:`gemma4_saelens_ext.evals.detection_run.run_detection`; and the SAEBench sparse-probing results per SAE.
 
-Two context shapes are read: the extraction-pass context (``ctx.saes`` a list of SAEs with names, ``split.latents``
-name -> latents, ``ctx.row_set`` for other rows) and the earlier one (``ctx.sae`` + ``ctx.others``, ``split.feats``,
-``ctx.pooled``/``ctx.latents``). TODO(issue 17, suite engine): keep only the first once it is on main.
+It reads the extraction-pass context: ``ctx.saes`` (the suite's SAEs, with names), ``split.latents`` (name ->
+latents, from the split's one pass) and ``ctx.row_set`` (one pass over rows outside the labelled splits).
 """
 
 from __future__ import annotations
@@ -38,27 +37,18 @@ def control_rows(ctx: Any, split: Any) -> list[dict]:
 
 
 def _sae_names(ctx: Any) -> list[str]:
-    if hasattr(ctx, "row_set"):
-        return [s.name for s in ctx.saes]
-    return [ctx.cfg.name, *ctx.others]
+    return [s.name for s in ctx.saes]
 
 
 def _latents(ctx: Any, split: Any) -> dict[str, np.ndarray]:
     """SAE name -> latents of the split's rows."""
-    if hasattr(ctx, "row_set"):
-        return {n: split.latents[n] for n in _sae_names(ctx)}
-    return {ctx.cfg.name: split.feats,
-            **{k: ctx.latents(split.rows, sae=o, acts=split.acts) for k, o in ctx.others.items()}}
+    return {n: split.latents[n] for n in _sae_names(ctx)}
 
 
 def _extract(ctx: Any, rows: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Pooled activations and every SAE's latents of rows outside the labelled splits."""
-    if hasattr(ctx, "row_set"):
-        sp = ctx.row_set("detection: control rows (eval)", rows)
-        return sp.acts, _latents(ctx, sp)
-    acts = ctx.pooled(rows)
-    saes = {ctx.cfg.name: ctx.sae, **ctx.others}
-    return acts, {k: ctx.latents(rows, sae=o, acts=acts) for k, o in saes.items()}
+    """Pooled activations and every SAE's latents of rows outside the labelled splits (one pass, cached)."""
+    sp = ctx.row_set("detection: control rows (eval)", rows)
+    return sp.acts, _latents(ctx, sp)
 
 
 def _data(ctx: Any, split: Any, *, with_control: bool) -> DetectionData:

@@ -39,20 +39,34 @@ def _stats_kw(ctx: SuiteContext) -> dict[str, Any]:
 
 @family("reconstruction")
 def reconstruction(ctx: SuiteContext) -> dict[str, Any]:
-    from gemma4_saelens_ext.evals.reconstruction import lm_loss_with_sae, reconstruction_metrics
+    """One row per SAE (EV, MSE, L0, alive, SAEBench's core metrics, LM loss and KL); the section's top level is
+    the primary SAE's row (as with one SAE). Token-encoded SAEs are measured on every token of a sample of eval
+    texts (BOS excluded), pooled-encoded SAEs on the eval split's pooled vectors (what they encode)."""
+    from gemma4_saelens_ext.evals.reconstruction import (
+        core_metrics, lm_loss_with_saes, reconstruction_metrics, weight_cosines,
+    )
     from gemma4_saelens_ext.evals.saeio import encode_decode
 
-    rc = ctx.cfg.reconstruction
-    rows = ctx.eval.sample_groups(rc.max_texts, ctx.cfg.seed).rows
-    x = ctx.tokens(rows) if rc.token_level else ctx.eval.acts
-    f, xh = encode_decode(ctx.sae, x)
-    rec = reconstruction_metrics(x, xh, f)
-    rec["unit"] = "tokens (BOS excluded)" if rc.token_level else f"{ctx.cfg.pooling}-pooled texts"
-    rec["split"] = ctx.eval.name
+    rc, ev = ctx.cfg.reconstruction, ctx.eval
+    idx = ev.sample_index(rc.max_texts, ctx.cfg.seed)
+    x_tok = ev.token_matrix(idx) if rc.token_level else None
+    rows = []
+    for s in ctx.saes:
+        tok = rc.token_level and s.unit == "tokens"
+        x = x_tok if tok else ev.acts
+        f, xh = encode_decode(s.sae, x)
+        rec = {**s.row(), **reconstruction_metrics(x, xh, f), "core": core_metrics(x, xh, f),
+               "unit": "tokens (BOS excluded)" if tok else f"{ctx.cfg.pooling}-pooled texts", "split": ev.name,
+               "n_texts": len(idx)}  # the texts of the token sample and of the LM loss
+        rec["core"].update(weight_cosines(s.sae))
+        rows.append(rec)
     if rc.lm_loss:
-        rec["lm_loss"] = lm_loss_with_sae(ctx.lm, ctx.sae, [r["text"] for r in rows], ctx.layer,
-                                          max_length=ctx.cfg.model.max_length)
-    return rec
+        lm = lm_loss_with_saes(ctx.lm, {s.name: s.sae for s in ctx.saes}, [ev.rows[i]["text"] for i in idx],
+                               ctx.layer, max_length=ctx.cfg.model.max_length)
+        for rec in rows:
+            rec["lm_loss"] = lm[rec["name"]]
+    prim = next(r for r in rows if r["primary"])
+    return {**{k: v for k, v in prim.items() if k not in ("name", "primary")}, "saes": rows}
 
 
 @family("dvalues")
@@ -83,7 +97,30 @@ def dvalues(ctx: SuiteContext) -> dict[str, Any]:
             "p_d_max": diag.p_d_max, "p_n_above": diag.p_n_above, "null_d_max_q95": diag.null_d_max_q95}
     out["_d"] = {k: v.d for k, v in res.items()}
     out["_null_d_max"] = {k: v.null_d_max for k, v in res.items()}
+    out["by_sae"] = [_dvalue_row(ctx, s, res, rep, kw) for s in ctx.saes]
     return out
+
+
+def _dvalue_row(ctx: SuiteContext, s: Any, res: dict[str, Any], rep: Any, kw: dict[str, Any]) -> dict[str, Any]:
+    """One SAE's row of the d-value summary: per split d_max and the count test, and the replication test (its top
+    latents on train, measured on eval). The primary SAE's numbers are the section's own; the others' p-values join
+    the Holm family."""
+    st, row = ctx.cfg.stats, {**s.row(), "splits": {}}
+    if not s.primary:
+        res = {sp.name: dvalue_analysis(sp.latents[s.name], sp.y, groups=sp.groups, layout=sp.layout(), split=sp.name,
+                                        **kw) for sp in (ctx.train, ctx.eval)}
+        rep = replication_analysis(ctx.eval.latents[s.name], ctx.eval.y, res[ctx.train.name].d, groups=ctx.eval.groups,
+                                   layout=ctx.eval.layout(), train_groups=ctx.train.groups, top_n=st.top_n,
+                                   split=ctx.eval.name, selected_on=ctx.train.name, **_stats_kw(ctx))
+        for k, r in res.items():
+            ctx.pvalues[f"d_max ({k}, selected and measured on the same rows) [{s.name}]"] = r.p_d_max
+            ctx.pvalues[f"count |d|>{st.threshold:g} ({k}) [{s.name}]"] = r.p_n_above
+        ctx.pvalues[f"replicated d_max [{s.name}]"] = rep.p
+    for k, r in res.items():
+        row["splits"][k] = {"d_max": r.d_max, "p_d_max": r.p_d_max, "n_above": r.n_above, "p_n_above": r.p_n_above,
+                            "n_groups": r.n_groups}
+    row["replicated"] = {"d_max": rep.replicated_d_max, "p": rep.p, "verdict": rep.verdict}
+    return row
 
 
 @family("control")
@@ -108,27 +145,30 @@ def control(ctx: SuiteContext) -> dict[str, Any]:
                "report cannot tell 'no effect' from 'no power'")
         ctx.warnings.append(msg)
         return {"contrast": [pos, neg], "skipped": msg}
-    sp = make_split(f"input {pos}-vs-{neg}", rows, yy, warnings=ctx.warnings)
-    ctx.fill(sp)
+    sp = ctx.fill(make_split(f"input {pos}-vs-{neg}", rows, yy, warnings=ctx.warnings))  # one pass, every SAE
     st = ctx.cfg.stats
     kw = dict(threshold=st.threshold, top_n=st.top_n, min_class_size=2, **_stats_kw(ctx))
     raw = dvalue_analysis(sp.acts, sp.y, groups=sp.groups, layout=sp.layout(), split=f"{sp.name} (raw activations)",
                           **kw)
-    sae = dvalue_analysis(sp.feats, sp.y, groups=sp.groups, layout=sp.layout(), split=f"{sp.name} (SAE latents)",
-                          **kw)
+    by = {s.name: dvalue_analysis(sp.latents[s.name], sp.y, groups=sp.groups, layout=sp.layout(),
+                                  split=f"{sp.name} ({s.name} latents)", **kw) for s in ctx.saes}
+    sae = by[ctx.primary.name]
     detected = raw.p_d_max <= st.alpha
     verdict = (f"positive control detected on raw activations (p = {raw.p_d_max:.3g}, {raw.n_groups} groups); through "
                f"the SAE p = {sae.p_d_max:.3g}" if detected else
                f"positive control NOT detected (raw p = {raw.p_d_max:.3g}, {raw.n_groups} groups): this run lacks the "
                "power to find anything, so a non-significant behavior result here means 'no power', not 'no effect'")
     return {"contrast": [pos, neg], "source": source, "raw": raw.to_dict(), "sae": sae.to_dict(), "detected": bool(detected),
-            "sae_detected": bool(sae.p_d_max <= st.alpha), "verdict": verdict}
+            "sae_detected": bool(sae.p_d_max <= st.alpha), "verdict": verdict,
+            "by_sae": [{**s.row(), "d_max": by[s.name].d_max, "p_d_max": by[s.name].p_d_max,
+                        "n_groups": by[s.name].n_groups, "detected": bool(by[s.name].p_d_max <= st.alpha)}
+                       for s in ctx.saes]}
 
 
 @family("probes")
 def probes(ctx: SuiteContext) -> dict[str, Any]:
     from gemma4_saelens_ext.evals import probes as P
-    from gemma4_saelens_ext.evals.saeio import random_sae_like
+    from gemma4_saelens_ext.evals.context import CONTROL_SAE
 
     cfg, st, ev = ctx.cfg, ctx.cfg.stats, ctx.eval
     kw = dict(groups=ev.groups, layout=ev.layout(), n_splits=cfg.probes.n_splits, n_permutations=st.probe_permutations,
@@ -136,12 +176,10 @@ def probes(ctx: SuiteContext) -> dict[str, Any]:
     reps: dict[str, Any] = {}
     if cfg.probes.raw:
         reps["raw"] = ev.acts
-    reps[f"{cfg.name} SAE"] = ev.feats
-    for k, o in ctx.others.items():
-        reps[k] = ctx.latents(ev.rows, sae=o, acts=ev.acts)
+    for s in sorted(ctx.saes, key=lambda s: not s.primary):  # every SAE's latents, from the eval split's one pass
+        reps[s.name] = ev.latents[s.name]
     if cfg.probes.control_sae:
-        reps["control SAE (random, same shape)"] = ctx.latents(ev.rows, sae=random_sae_like(ctx.sae, seed=cfg.seed),
-                                                               acts=ev.acts)
+        reps[CONTROL_SAE] = ev.latents[CONTROL_SAE]
     res = [P.cross_validated_probe(v, ev.y, name=k, **kw) for k, v in reps.items()]
     lex = P.first_chars([r["completion"] for r in ev.rows], cfg.probes.lexical_chars)
     res.append(P.cross_validated_probe(lex, ev.y, name=f"lexical (first {cfg.probes.lexical_chars} chars, BoW)",
@@ -153,7 +191,11 @@ def probes(ctx: SuiteContext) -> dict[str, Any]:
     for r in res:
         ctx.warnings.extend(r.warnings)
         ctx.pvalues[f"probe balanced accuracy: {r.name}"] = r.p_balanced_accuracy
-    return {"split": ev.name, "results": [r.to_dict() for r in res], "lexical_comparison": note}
+    rows = {s.name: s.row() for s in ctx.saes}
+    if cfg.probes.control_sae:
+        rows[CONTROL_SAE] = {**rows[ctx.primary.name], "name": CONTROL_SAE, "primary": False}
+    return {"split": ev.name, "results": [{**r.to_dict(), "sae": rows.get(r.name)} for r in res],
+            "lexical_comparison": note}
 
 
 @family("detection")
@@ -227,7 +269,7 @@ def stability(ctx: SuiteContext) -> dict[str, Any]:
                 resamples.append(ST.Resample(s, "regenerated (pool too small)", np.zeros((0, 1)), np.zeros(0), 0))
                 continue
             resamples.append(ST.Resample(s, f"regenerated ({per_prompt} samples per prompt, new text)",
-                                         ctx.latents(sp.rows), sp.y, sp.n_groups, sp.groups))
+                                         ctx.latents(sp.rows, sp.name), sp.y, sp.n_groups, sp.groups))
     return ST.stability_report(tr.feats, tr.y, tr.groups, resamples, top_n=sc.top_n, threshold=sc.threshold,
                                n_null=ctx.cfg.stats.n_permutations, seed=ctx.cfg.seed, alpha=ctx.cfg.stats.alpha,
                                clusters=tr.clusters)
@@ -252,8 +294,9 @@ def portability(ctx: SuiteContext) -> dict[str, Any]:
 
     cfg, pc = ctx.cfg, ctx.cfg.portability
     tp = pc.training_precision or cfg.model.precision
-    rows = ctx.eval.sample_groups(pc.max_texts, cfg.seed).rows
-    cached = {tp: ctx.tokens(rows)} if cfg.model.precision == tp else {}
+    idx = ctx.eval.sample_index(pc.max_texts, cfg.seed)
+    rows = [ctx.eval.rows[i] for i in idx]
+    cached = {tp: ctx.eval.token_matrix(idx)} if cfg.model.precision == tp else {}  # from the eval split's pass
     ctx.lm = None  # the other precisions load their own copy; free this one first
     gc.collect()
     return run_portability(

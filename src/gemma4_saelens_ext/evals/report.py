@@ -11,21 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from gemma4_saelens_ext.evals import report_saes as RS
+from gemma4_saelens_ext.evals.report_saes import fmt as _f
 from gemma4_saelens_ext.io import atomic_write, atomic_write_json, to_jsonable
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["write_report", "render_markdown", "make_plots"]
-
-
-def _f(v: Any, nd: int = 3) -> str:
-    if v in ("inf", "-inf"):
-        return str(v)
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    return f"{float(v):.{nd}f}"
 
 
 def _ci(c: Any, nd: int = 3) -> str:
@@ -34,8 +26,9 @@ def _ci(c: Any, nd: int = 3) -> str:
 
 def _sae_lines(r: dict[str, Any]) -> list[str]:
     sae = r.get("sae", {})
-    L = [f"SAE: {sae.get('architecture')} d_in={sae.get('d_in')} d_sae={sae.get('d_sae')}, hook {sae.get('hook')} "
-         f"(layer {sae.get('layer')}); {sae.get('kind')}.",
+    L = [f"SAE{' (primary)' if len(r.get('saes') or []) > 1 else ''}: {sae.get('name', '')} {sae.get('architecture')} "
+         f"d_in={sae.get('d_in')} d_sae={sae.get('d_sae')}, hook {sae.get('hook')} (layer {sae.get('layer')}); "
+         f"{sae.get('kind')}.",
          f"Encoding: {sae.get('encode')} ({sae.get('encode_reason')}); {r['settings']['pooling']} pooling over the "
          "completion."]
     ec = sae.get("encode_convention")
@@ -129,7 +122,7 @@ def _control(r: dict[str, Any]) -> list[str]:
         v = c[k]
         L.append(f"  • {v['split']}: d_max {_f(v['d_max'])}, p = {_f(v['p_d_max'], 4)} ({v['n_groups']} groups, "
                  f"{v['n_pos']}/{v['n_neg']} rows)")
-    return L + [f"  • {c['verdict']}", ""]
+    return L + RS.control_lines(c) + [f"  • {c['verdict']}", ""]
 
 
 def _stability(r: dict[str, Any]) -> list[str]:
@@ -200,9 +193,12 @@ def _probes(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
     r0 = pr["results"][0]
     L = [f"Probe comparison ({r0['n_splits']}-fold {r0['folds']}, split {pr['split']}, {r0['n_pos']} honest / "
          f"{r0['n_neg']} deceptive, {r0['n_groups']} units; null = {r0.get('null', '')})", "",
-         "representation | balanced accuracy | 95% CI | p | AUROC | 95% CI | p", "---|---|---|---|---|---|---"]
+         "representation | d_sae | encoding unit | balanced accuracy | 95% CI | p | AUROC | 95% CI | p",
+         "---|---|---|---|---|---|---|---|---"]
     for p in pr["results"]:
-        L.append(f"{p['name']} | {_f(p['balanced_accuracy'])} ± {_f(p['balanced_accuracy_std'])} | "
+        s = p.get("sae") or {}
+        L.append(f"{p['name']} | {s.get('d_sae', '')} | {s.get('encode', '')} | "
+                 f"{_f(p['balanced_accuracy'])} ± {_f(p['balanced_accuracy_std'])} | "
                  f"{_ci(p['balanced_accuracy_ci'])} | {_f(p['p_balanced_accuracy'], 3)} | {_f(p['auroc'])} | "
                  f"{_ci(p['auroc_ci'])} | {_f(p['p_auroc'], 3)}")
     L += ["", *[f"  • {p['verdict']}" for p in pr["results"]], f"  • Lexical baseline: {pr['lexical_comparison']}.", ""]
@@ -215,7 +211,7 @@ def _reconstruction(r: dict[str, Any]) -> list[str]:
     rec = r.get("reconstruction")
     if not rec:
         return []
-    L = [f"SAE quality (split {rec.get('split')})", "", f"  • explained variance: {_f(rec['explained_variance'], 4)}",
+    L = [f"SAE quality{' (primary SAE)' if len(rec.get('saes') or []) > 1 else ''} (split {rec.get('split')})", "", f"  • explained variance: {_f(rec['explained_variance'], 4)}",
          f"  • L0 (mean active latents per {rec['unit'].split(' ')[0].rstrip('s')}): {_f(rec['l0'], 2)}",
          f"  • alive latents: {rec['alive']} / {rec['d_sae']}", f"  • MSE (per element): {_f(rec['mse'], 5)}",
          f"  • evaluated on: {rec['n_samples']} {rec['unit']}"]
@@ -223,6 +219,9 @@ def _reconstruction(r: dict[str, Any]) -> list[str]:
     if lm:
         L += [f"  • LM loss clean / SAE spliced / zero-ablated: {_f(lm['ce_clean'])} / {_f(lm['ce_spliced'])} / "
               f"{_f(lm['ce_zero_ablation'])} (CE loss score {_f(lm['ce_loss_score'])}, {lm['n_tokens']} tokens)"]
+        if "kl_div_score" in lm:
+            L += [f"  • KL(clean || spliced) / KL(clean || zero-ablated): {_f(lm['kl_div_with_sae'], 4)} / "
+                  f"{_f(lm['kl_div_with_ablation'], 4)} (KL score {_f(lm['kl_div_score'])})"]
     return L + [""]
 
 
@@ -248,13 +247,14 @@ def _portability(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
 
 def render_markdown(r: dict[str, Any], plots: dict[str, str]) -> str:
     L: list[str] = [f"# Eval report: {r['suite']}", ""]
-    L += _sae_lines(r) + _sizes(r)
+    L += _sae_lines(r) + RS.sae_table(r) + _sizes(r)
     if r.get("warnings"):
         L += ["Warnings", ""] + [f"  • {w}" for w in dict.fromkeys(r["warnings"])] + [""]
     from gemma4_saelens_ext.evals.detection_run import render_detection
 
-    L += render_detection(r.get("detection")) + _tests(r) + _reconstruction(r) + _dvalues(r, plots) + _control(r) + _stability(r) + _steering(r, plots)
-    L += _top_latents(r) + _probes(r, plots) + _portability(r, plots)
+    L += render_detection(r.get("detection")) + _tests(r) + _reconstruction(r) + RS.reconstruction_table(r)
+    L += _dvalues(r, plots) + RS.dvalue_table(r) + _control(r) + _stability(r) + _steering(r, plots)
+    L += _top_latents(r) + _probes(r, plots) + _portability(r, plots) + RS.saebench_lines(r)
     L += ["Versions: " + ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items()), ""]
     return "\n".join(L)
 

@@ -1,12 +1,13 @@
-"""SAE loading (or training, for a suite that says ``sae.train``) and batched encode/decode for evals, plus the
-control SAE and the pre-flight shape checks.
+"""SAE loading and batched encode/decode for evals, plus the control SAE and the shape checks (the suite's list of
+SAEs, and its in-suite training, live in :mod:`.saes`).
 
 Kept apart from the statistics so those stay pure; everything here touches torch modules."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from sae_lens import SAE
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "load_sae", "train_suite_sae", "encode_decode", "random_sae_like", "check_sae_matches", "check_before_loading",
-    "sae_layer", "decoder_rows", "encode_unit", "ENCODE_UNITS",
+    "load_sae", "encode_decode", "random_sae_like", "check_sae_matches", "saved_sae_config", "sae_layer",
+    "decoder_rows", "encode_unit", "ENCODE_UNITS",
 ]
 
 
@@ -36,37 +37,48 @@ def load_sae(spec: Any, *, device: str = "cpu") -> SAE:
     if spec.get("path"):
         return load_sae_folder(spec["path"], device=device)  # a damaged folder's error names the file
     if spec.get("release"):
-        return load_release(spec["release"], spec.get("sae_id"), device=device)  # close names of a misspelling
+        try:  # close names of a misspelling; our releases registered (SAELens's own loaders for SAELens's releases)
+            with _headers_from_hf_cache():
+                return load_release(spec["release"], spec.get("sae_id"), device=device)
+        except OSError as e:  # requests' ConnectionError is an OSError too
+            from huggingface_hub.errors import LocalEntryNotFoundError
+
+            from gemma4_saelens_ext.errors import MissingFileError
+
+            if not (isinstance(e, LocalEntryNotFoundError) or "huggingface.co" in str(e)):
+                raise  # e.g. the plugin's ReleaseFilesNotFoundError, which already says what to fetch
+            raise MissingFileError(
+                f"SAE {spec['release']}/{spec.get('sae_id')}: its files are not in the Hugging Face cache and the Hub "
+                f"is not reachable ({type(e).__name__}: {str(e)[:200]}).",
+                "fetch them once where the Hub is reachable (SAE.from_pretrained(release, sae_id) or `hf download "
+                "<repo> <files>`), with HF_HOME / HF_HUB_CACHE pointing at the cache used here.") from e
     raise ValueError(f"SAE spec {spec} needs `path` or `release` (+ `sae_id`).")
 
 
-def train_suite_sae(cfg: Any, rows: list[dict], out: Path) -> tuple[SAE, dict[str, Any]]:
-    """The SAE of a suite with ``sae.train``: :func:`gemma4_saelens_ext.training.train` (SAELens's
-    ``LanguageModelSAETrainingRunner`` through our activation source) at the suite's model, precision and layer, on
-    the texts of ``rows`` (the train split, every label; never an eval prompt) written to ``out/sae_data/train.parquet``
-    (SAELens reads the folder offline), saved to ``out/sae``. Returns the saved SAE and the report's SAE section."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+@contextlib.contextmanager
+def _headers_from_hf_cache() -> Iterator[None]:
+    """SAELens's ``gemma_3`` loader (Gemma Scope 2) reads a safetensors file's tensor shapes with an HTTP range
+    request (``get_safetensors_tensor_shapes``), even with ``HF_HUB_OFFLINE=1`` and the file in the HF cache, so
+    those releases cannot load offline. While loading, the shapes come from the cached file's header when the file is
+    in the cache (the loader reads that same file next); otherwise SAELens's request runs as before."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from safetensors import safe_open
+    from sae_lens.loading import pretrained_sae_loaders as L
 
-    from gemma4_saelens_ext.evals.suite_file import training_overrides
-    from gemma4_saelens_ext.training.config import load_training_config
-    from gemma4_saelens_ext.training.runner import train
+    original = L.get_safetensors_tensor_shapes
 
-    data = Path(out) / "sae_data"
-    data.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"text": [r["text"] for r in rows]}), data / "train.parquet")
-    spec = load_training_config(cfg.sae["train"], training_overrides(cfg, str(data), str(out)))
-    logger.info("training the suite's SAE with %s (%d texts, %s tokens)", spec.config_path or "a config dict",
-                len(rows), spec.runner.get("training_tokens"))
-    t0 = time.perf_counter()
-    _, path = train(spec)
-    cache = Path(spec.runner["checkpoint_path"]) / "activation_cache"  # training.prepare_activation_cache's default
-    section = {"kind": "trained in-suite (gemma4_saelens_ext.training.train, SAELens runner)",
-               "train": str(cfg.sae["train"]), "config_path": spec.config_path,
-               "overrides": dict(cfg.sae.get("overrides") or {}), "path": str(path), "training_texts": len(rows),
-               "training": {k: spec.raw[k] for k in ("model", "sae", "runner") if k in spec.raw},
-               "from_cached_activations": cache.exists(), "train_seconds": round(time.perf_counter() - t0, 1)}
-    return load_sae({"path": str(path)}), section
+    def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+        path = try_to_load_from_cache(repo_id, filename, cache_dir=constants.HF_HUB_CACHE)
+        if not isinstance(path, str):
+            return original(repo_id, filename)
+        with safe_open(path, framework="pt") as f:  # type: ignore[no-untyped-call]
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+    L.get_safetensors_tensor_shapes = shapes
+    try:
+        yield
+    finally:
+        L.get_safetensors_tensor_shapes = original
 
 
 @torch.no_grad()
@@ -136,33 +148,13 @@ def check_sae_matches(sae: SAE, *, d_model: int | None = None, layer: int | None
             )
 
 
-def _saved_cfg(spec: Any) -> tuple[str, dict[str, Any]] | None:
+def saved_sae_config(spec: Any) -> tuple[str, dict[str, Any]] | None:
     """``(folder, cfg.json)`` of an SAE given as a folder, checked without loading its weights (a missing or damaged
     folder is an error naming the file); None for any other spec."""
     from gemma4_saelens_ext.releases.folders import check_sae_folder
 
     path = spec if isinstance(spec, (str, Path)) else spec.get("path") if isinstance(spec, dict) else None
     return (str(path), check_sae_folder(path)) if path else None
-
-
-def check_before_loading(cfg: Any) -> None:
-    """A suite's layer (``model.layer``, else the SAE's hook) and each SAE folder's ``d_in`` (its cfg.json) against
-    the model's config.json, before any SAE or model loads (:func:`gemma4_saelens_ext.models.check_checkpoint`)."""
-    from gemma4_saelens_ext.models.load import check_checkpoint
-
-    source = cfg.model.source
-    fix = "this SAE was trained on another model: pick the SAE for this model (or set model.source to its model)"
-    main = _saved_cfg(cfg.sae)
-    hook = ((main[1].get("metadata") or {}).get("hook_name") or main[1].get("hook_name")) if main else None
-    if cfg.model.layer is not None:
-        check_checkpoint(source, layer=cfg.model.layer, layer_field="model.layer")
-    elif hook:
-        check_checkpoint(source, layer=hook, layer_field=f"SAE {main[0]} hook_name (model.layer is unset)",
-                         layer_fix=fix)
-    for what, spec in [("sae", cfg.sae), *((f"other_saes.{k}", v) for k, v in cfg.other_saes.items())]:
-        saved = _saved_cfg(spec)
-        if saved and saved[1].get("d_in") is not None:
-            check_checkpoint(source, d_in=int(saved[1]["d_in"]), d_in_field=f"{what} ({saved[0]}) d_in", d_in_fix=fix)
 
 
 def decoder_rows(sae: SAE, latents: list[int]) -> np.ndarray:

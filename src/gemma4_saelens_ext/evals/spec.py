@@ -254,11 +254,15 @@ class SuiteConfig:
 
     name: str
     """Suite name, written into the report."""
-    sae: dict[str, Any]
-    """Where the SAE comes from: ``{path: DIR}`` (saved by SAELens), ``{release: R, sae_id: ID}``
-    (``SAE.from_pretrained``), or ``{train: CONFIG, overrides: {KEY: VALUE}}``: trained first with
-    :func:`gemma4_saelens_ext.training.train` (a shipped training config name or a YAML path; dotted overrides such
-    as ``runner.training_tokens``) on the suite's model, precision, layer and train split, into ``<output>/sae``."""
+    saes: list[dict[str, Any]] = field(default_factory=list)
+    """The SAEs, one row each in every table (:mod:`gemma4_saelens_ext.evals.saes`). Each entry: ``{path: DIR}``
+    (saved by SAELens), ``{release: R, sae_id: ID}`` (``SAE.from_pretrained``: any SAELens release, or a Gemma 4
+    behavior release through the plugin's loader), or ``{train: CONFIG, overrides: {KEY: VALUE}}`` (trained first
+    with :func:`gemma4_saelens_ext.training.train`, a shipped training config name or a YAML path, on the suite's
+    model, precision, layer and train split, into ``<output>/sae``); optional ``name`` (the row label), ``encode``
+    (tokens / pooled, else the suite's ``encode``) and ``primary: true`` (default: the first entry)."""
+    sae: dict[str, Any] | None = None
+    """The older single-SAE form (one entry, as in ``saes``); becomes the primary entry of ``saes``."""
     model: ModelSpec = field(default_factory=ModelSpec)
     """The model the activations come from."""
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
@@ -268,12 +272,14 @@ class SuiteConfig:
     pooling: str = "mean"
     """How a completion's token activations become one vector: last, mean or max."""
     encode: str = "auto"
-    """What the SAE is applied to: tokens (latents per token, pooled over the completion), pooled (the pooled
-    residual) or auto (from the SAE's metadata; see :func:`gemma4_saelens_ext.evals.saeio.encode_unit`)."""
+    """What each SAE is applied to (an entry's own ``encode`` wins): tokens (latents per token, pooled over the
+    completion), pooled (the pooled residual) or auto (from the SAE's metadata; see
+    :func:`gemma4_saelens_ext.evals.saeio.encode_unit`)."""
     seed: int = 0
     """Seed of every sample, null and resample (and of an in-suite SAE's training)."""
     other_saes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """More SAEs for the probe comparison, name -> ``{path: ...}`` or ``{release: ..., sae_id: ...}``."""
+    """With the older ``sae:``: more SAEs, name -> ``{path: ...}`` or ``{release: ..., sae_id: ...}`` (become
+    entries of ``saes`` after the primary)."""
     stats: StatsSpec = field(default_factory=StatsSpec)
     """Nulls, bootstraps and the primary test."""
     reconstruction: ReconstructionSpec = field(default_factory=ReconstructionSpec)

@@ -50,7 +50,7 @@ def _tests(fams: dict[str, Any], pvalues: dict[str, float], alpha: float) -> dic
 def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str | None = None) -> Path:
     """Run every enabled family and write ``report.json``, ``report.md`` and plots; returns the report folder. The
     output folder is checked first and locked for the run."""
-    from gemma4_saelens_ext.evals.saeio import check_before_loading
+    from gemma4_saelens_ext.evals.saes import check_before_loading
     from gemma4_saelens_ext.io import check_out, output_lock
 
     if not isinstance(cfg, SuiteConfig):
@@ -69,7 +69,9 @@ def _run(cfg: SuiteConfig, out: Path) -> Path:
     from gemma4_saelens_ext.evals.data import load_rows, scripted_rows
     from gemma4_saelens_ext.evals.groups import check_split_overlap
     from gemma4_saelens_ext.evals.families import FAMILIES, run_families
-    from gemma4_saelens_ext.evals.saeio import check_sae_matches, encode_unit, load_sae, sae_layer, train_suite_sae
+    from gemma4_saelens_ext.evals.saebench import write_saebench_files
+    from gemma4_saelens_ext.evals.saeio import check_sae_matches, sae_layer
+    from gemma4_saelens_ext.evals.saes import describe_saes, load_suite_saes
     from gemma4_saelens_ext.models.load import load_model
     from gemma4_saelens_ext.versions import package_versions
 
@@ -117,45 +119,42 @@ def _run(cfg: SuiteConfig, out: Path) -> Path:
     report["dataset"]["groups_from"] = {s.name: s.group_source for s in (train, evs)}
     report["dataset"]["layout"] = {s.name: s.layout().to_dict() for s in (train, evs)}
 
-    # ---- SAE (trained first when the suite says so), then the model (shape/layer checks before long work)
-    if "train" in cfg.sae:
-        sae, report["sae"] = train_suite_sae(cfg, get(ds.train_split), out)
-    else:
-        sae = load_sae(cfg.sae)
-        report["sae"] = {"kind": "loaded", **{k: str(v) for k, v in cfg.sae.items()}}
-    layer_spec = cfg.model.layer if cfg.model.layer is not None else sae_layer(sae)
+    # ---- SAEs (the train entry trained first), then the model (shape/layer checks before long work)
+    saes = load_suite_saes(cfg, get(ds.train_split), out)
+    prim = next(s for s in saes if s.primary)
+    layer_spec = cfg.model.layer if cfg.model.layer is not None else sae_layer(prim.sae)
     if layer_spec is None:
-        raise ValueError("model.layer is not set and the SAE does not name a hook; set model.layer.")
+        raise ValueError("model.layer is not set and the primary SAE does not name a hook; set model.layer.")
     need_full = ((cfg.reconstruction.enabled and cfg.reconstruction.lm_loss) or cfg.steering.enabled
                  or (cfg.stability.enabled and cfg.stability.mode == "regenerate"))
     lm = load_model(cfg.model.source, cfg.model.precision, truncate_after_layer=None if need_full else layer_spec)
     layer = lm.resolve_layer(layer_spec)
-    check_sae_matches(sae, d_model=lm.d_model, layer=layer, lm=lm)
-    others = {k: load_sae(v) for k, v in cfg.other_saes.items()}
-    for k, o in others.items():
-        check_sae_matches(o, d_model=lm.d_model, what=f"other SAE {k!r}")
+    for s in saes:
+        check_sae_matches(s.sae, d_model=lm.d_model, layer=layer, lm=lm, what=f"SAE {s.name!r}")
 
-    ctx = SuiteContext(cfg=cfg, lm=lm, layer=layer, sae=sae, encode=("tokens", ""), train=train, eval=evs,
-                       others=others, iv_rows=iv_rows, warnings=warnings,
-                       scenario_files=_scenario_files(cfg.dataset.path))
+    ctx = SuiteContext(cfg=cfg, lm=lm, layer=layer, saes=saes, train=train, eval=evs, iv_rows=iv_rows,
+                       warnings=warnings, scenario_files=_scenario_files(cfg.dataset.path))
+    # one extraction pass per split: pooled activations, every SAE's latents (the control SAE's on eval) and the
+    # token activations reconstruction, portability and the convention check read
     t = time.time()
-    train.acts, evs.acts = ctx.pooled(train.rows), ctx.pooled(evs.rows)
+    ctx.fill(train, keep_tokens=ctx.token_rows(train))
+    ctx.fill(evs, which="with_control" if cfg.probes.enabled and cfg.probes.control_sae else "all",
+             keep_tokens=ctx.token_rows(evs))
     for sp in (train, evs):  # an overflow (fp16) gives NaN/inf: refused with a count, never skipped into a verdict
         check_finite(sp.acts, f"activations of split {sp.name!r} ({cfg.model.source} at {cfg.model.precision}, "
                      f"layer {layer})")
-    ctx.encode = encode_unit(sae, cfg.sae, cfg.encode)
-    train.feats, evs.feats = ctx.latents(train.rows, acts=train.acts), ctx.latents(evs.rows, acts=evs.acts)
     report["timings_s"]["activations"] = time.time() - t
-    report["sae"].update(d_in=int(sae.cfg.d_in), d_sae=int(sae.cfg.d_sae), architecture=type(sae).__name__,
-                         hook=sae_layer(sae), layer=layer, encode=ctx.encode[0], encode_reason=ctx.encode[1])
+    report["saes"] = describe_saes(saes, layer)
+    report["sae"] = next(d for d in report["saes"] if d["primary"])
     from gemma4_saelens_ext.releases import check_encode_convention
 
-    # on what the SAE is applied to: token activations (BOS excluded) or the pooled residual
-    probe_x = ctx.tokens(train.sample_groups(32, cfg.seed).rows) if ctx.encode[0] == "tokens" else train.acts
-    chk = check_encode_convention(sae, probe_x)
-    report["sae"]["encode_convention"] = chk.to_dict()
-    if chk.loaded_loses:
-        warnings.append(chk.summary())
+    # on what each SAE is applied to: token activations (BOS excluded) or the pooled residual
+    conv_x = {"tokens": train.token_matrix(ctx.token_rows(train)), "pooled": train.acts}
+    for s, d in zip(saes, report["saes"]):
+        chk = check_encode_convention(s.sae, conv_x[s.unit])
+        d["encode_convention"] = chk.to_dict()
+        if chk.loaded_loses:
+            warnings.append(f"SAE {s.name!r}: {chk.summary()}")
 
     # d-values always run: the latents chosen on train feed steering, stability and the top-latent table
     enabled = [n for n in FAMILIES if n == "dvalues" or getattr(cfg, n).enabled]
@@ -165,6 +164,8 @@ def _run(cfg: SuiteConfig, out: Path) -> Path:
     report["d_values"] = {k: v.tolist() for k, v in dv.pop("_d", {}).items() if v is not None}
     report.update(fams)
     report["tests"] = _tests(fams, ctx.pvalues, cfg.stats.alpha)
+    report["extraction"] = ctx.extractions
+    report["saebench"] = write_saebench_files(out, report, saes)  # per SAE: SAEBench core and sparse probing
     report["timings_s"]["total"] = time.time() - t0
     REP.write_report(report, out)
     logger.info("report written to %s (%.0f s)", out, report["timings_s"]["total"])

@@ -8,62 +8,27 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from gemma4_saelens_ext.evals.saes import (  # noqa: F401  (re-exported: the suite's SAE schema)
+    SOURCE_KEYS, SUITE_OWNED_TRAINING_KEYS, check_saes, normalize_saes, primary_entry, training_overrides,
+)
 from gemma4_saelens_ext.evals.spec import SuiteConfig
 from gemma4_saelens_ext.options import config_from_dict
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_suite", "SAE_KEYS", "SUITE_OWNED_TRAINING_KEYS", "training_overrides", "SUITE_RANGES",
-           "check_suite_values"]
+__all__ = ["load_suite", "SUITE_OWNED_TRAINING_KEYS", "training_overrides", "SUITE_RANGES", "check_suite_values"]
 
 
-#: the keys of ``suite.sae``
-SAE_KEYS = ("path", "release", "sae_id", "train", "overrides")
-#: training settings the suite sets itself for an in-suite SAE (from its model section, train split and output)
-SUITE_OWNED_TRAINING_KEYS = {
-    "model.source": "model.source", "model.precision": "model.precision", "model.layer": "model.layer",
-    "runner.dataset_path": "dataset.train_split", "runner.output_path": "output_dir",
-    "runner.checkpoint_path": "output_dir",
-}
-
-
-def training_overrides(cfg: SuiteConfig, dataset_dir: str, out: str) -> dict[str, Any]:
-    """The dotted overrides an in-suite SAE is trained with: the suite's model, precision and layer (the training
-    config's layer when the suite names none), seed, training rows and output folders, then ``sae.overrides``."""
-    ov: dict[str, Any] = {"model.source": cfg.model.source, "model.precision": cfg.model.precision,
-                          "runner.dataset_path": dataset_dir, "runner.output_path": str(Path(out) / "sae"),
-                          "runner.checkpoint_path": str(Path(out) / "sae_checkpoints"), "runner.seed": cfg.seed}
-    if cfg.model.layer is not None:
-        ov["model.layer"] = cfg.model.layer
-    ov.update(cfg.sae.get("overrides") or {})
-    return ov
-
-
-def _check_sae(cfg: SuiteConfig) -> None:
-    sae = cfg.sae
-    if isinstance(sae, dict) and "fit" in sae:
-        raise ValueError("suite.sae.fit was removed; use `sae.train: demo_gemma3_270m_nf4` (trained with "
-                         "gemma4_saelens_ext.training.train; settings under `sae.overrides`, e.g. "
-                         "{runner.training_tokens: 20000, sae.d_sae: 640}).")
-    if not isinstance(sae, dict) or not ({"path", "release", "train"} & set(sae)):
-        raise ValueError("suite.sae needs `path`, `release` (+ `sae_id`) or `train` (a training config name or path).")
-    unknown = sorted(set(sae) - set(SAE_KEYS))
-    if unknown:
-        raise ValueError(f"suite.sae: unknown keys {unknown}; valid keys: {list(SAE_KEYS)}")
-    if "train" not in sae:
-        if "overrides" in sae:
-            raise ValueError("suite.sae.overrides applies to `sae.train` only.")
-        return
-    from gemma4_saelens_ext.training.config import load_training_config
-
-    ov = sae.get("overrides") or {}
-    if not isinstance(ov, dict):
-        raise ValueError("suite.sae.overrides must be a mapping of dotted keys, e.g. {runner.training_tokens: 20000}")
-    owned = sorted(set(ov) & set(SUITE_OWNED_TRAINING_KEYS))
-    if owned:
-        raise ValueError(f"suite.sae.overrides sets {owned}, which the suite sets itself; set "
-                         f"{sorted({SUITE_OWNED_TRAINING_KEYS[k] for k in owned})} in the suite instead.")
-    load_training_config(sae["train"], training_overrides(cfg, "<train split>", "<out>"))  # names, sections, sizes
+def _with_primary(data: dict[str, Any], sae: dict[str, Any]) -> None:
+    """An ``sae=`` override on a suite that lists ``saes``: it replaces the primary entry's source (its name,
+    ``encode`` and ``primary`` stay)."""
+    entries = [dict(e) if isinstance(e, dict) else e for e in data["saes"]]
+    prim = primary_entry([e for e in entries if isinstance(e, dict)] or [{}])
+    keep = {k: v for k, v in prim.items() if k in ("name", "encode", "primary")}
+    entries[entries.index(prim)] = {**keep, **sae}
+    data["saes"] = entries
+    if any(k in sae for k in SOURCE_KEYS):
+        data.pop("sae", None)
 
 
 _POS = dict(low=1, integer=True)
@@ -102,7 +67,9 @@ def check_suite_values(cfg: SuiteConfig) -> None:
 
 
 def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> SuiteConfig:
-    """Parse and validate a suite (no model or data loads). ``overrides`` replace top-level keys."""
+    """Parse and validate a suite (no model or data loads). ``overrides`` replace top-level keys; ``sae=`` replaces
+    the primary SAE (the rest of a ``saes`` list stays). The SAEs end up in ``cfg.saes`` (normalized; the older
+    ``sae:`` + ``other_saes:`` fold in, see :mod:`.saes`)."""
     from gemma4_saelens_ext.errors import UserError, expect_mapping
 
     if isinstance(path_or_dict, dict):
@@ -113,11 +80,19 @@ def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> S
         src = str(resolve_project_file(path_or_dict, "evals"))
         data = read_yaml_mapping(src, f"suite {src}")
     data = expect_mapping(f"suite {src or '<dict>'}", data)
+    sae_override = overrides.pop("sae", None)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    for req in ("name", "sae"):
-        if req not in data:
-            raise UserError(f"suite {src or '<dict>'}: missing required key {req!r}",
-                            "see docs/evals.md for the suite's keys.")
+    if sae_override is not None:
+        if data.get("saes"):
+            _with_primary(data, sae_override)
+        else:
+            data["sae"] = sae_override
+    if "name" not in data:
+        raise UserError(f"suite {src or '<dict>'}: missing required key 'name'",
+                        "see docs/evals.md for the suite's keys.")
+    data["saes"] = normalize_saes(data, f"suite {src}" if src else "suite")  # the older sae/other_saes fold in
+    data.pop("sae", None)
+    data.pop("other_saes", None)
     cfg: SuiteConfig = config_from_dict(SuiteConfig, data, "suite")
     check_suite_values(cfg)
     cfg.source_file = src
@@ -132,7 +107,7 @@ def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> S
         get_precision(p)
     if cfg.dataset.path is None and not cfg.dataset.scripted_families:
         raise ValueError("suite.dataset needs `path` (a built dataset) or `scripted_families` (demo).")
-    _check_sae(cfg)
+    check_saes(cfg)
     if cfg.probes.n_splits < 2:
         raise ValueError("probes.n_splits must be >= 2")
     if cfg.steering.weighting not in ("d", "sign", "uniform"):
