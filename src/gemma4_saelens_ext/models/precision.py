@@ -2,6 +2,11 @@
 
 One string in a config line picks how the base model is loaded. ``nf4`` is the seed card's exact setting
 (bitsandbytes nf4, double quant, fp16 compute); the other presets are what portability evals compare against.
+
+``nf4-fp32compute`` is an opt-in speed setting, not a protocol: the same nf4 + double-quant weights as ``nf4``, with
+the 4-bit matrix multiplies computed in float32 instead of float16. On CPUs without float16 arithmetic (AVX2-only
+x86) bitsandbytes' fp16 path is several times slower; the activations differ from ``nf4`` by rounding only (the
+measured bound is in docs/models.md and tests/test_precision_fast.py).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ _PRESETS: dict[str, Precision] = {
         Precision("fp16", "float16", description="unquantized float16"),
         Precision("bf16", "bfloat16", description="unquantized bfloat16"),
         Precision("fp32", "float32", description="unquantized float32"),
+        Precision("nf4-fp32compute", None, "nf4", "float32",
+                  "nf4 + double quant weights as `nf4`, fp32 compute (fast CPU path; not the seed's fp16-compute protocol)"),
     )
 }
 PRECISIONS: tuple[str, ...] = tuple(_PRESETS)
@@ -77,7 +84,7 @@ def require_bitsandbytes() -> None:
         import bitsandbytes  # noqa: F401
     except ImportError as e:  # pragma: no cover - bitsandbytes is a hard dependency
         raise ImportError(
-            "The quantized precisions (nf4, nf4-bf16, int8) need bitsandbytes: `pip install bitsandbytes`, "
+            "The quantized precisions (nf4, nf4-bf16, nf4-fp32compute, int8) need bitsandbytes: `pip install bitsandbytes`, "
             "or pick an unquantized precision (fp16, bf16, fp32)."
         ) from e
 
