@@ -314,8 +314,9 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[st
     state.update(config=asdict(cfg), free_disk_gb=round(free, 1))
     # recorded only when the prompts are left out, so datasets built before this decision existed stay valid
     hashes = stage_hashes(cfg, {} if input_variation_used(cfg, suite) else {"dataset": {"input_variation": False}})
-    with model_pool():  # one model load per precision for the whole run (see the module docstring)
+    with model_pool() as pool:  # one model load per precision for the whole run (see the module docstring)
         failed = _run_stages(cfg, d, sj, state, stages, hashes, echo)
+    state["model_loads"] = [{"precision": k.precision, "truncated_after": t} for k, t in pool.loads]
     state["stages"] = stages
     atomic_write_json(sj, state, default=str)
     echo(summary_table(stages))
