@@ -30,6 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: worker environment that makes this CPU run the kernels of an AVX2-only x86 (no AVX512, no fp16/bf16 arithmetic,
+#: no AMX): torch's own kernels, oneDNN and MKL capped at AVX2; arms also keep bitsandbytes off its AVX512-BF16
+#: kernel (:func:`bnb_generic_if_emulating`). An emulation, labelled as such wherever it is reported.
+EMULATE_AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                "BENCH_EMULATE_AVX2": "1"}  # fmt: skip
+
 FLAGS = ("avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512_bf16", "avx512_fp16", "avx512_vnni",
          "amx_bf16", "amx_int8", "amx_tile")  # fmt: skip
 
@@ -53,6 +59,18 @@ class Results:
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
     unit: str = "tokens"
+
+
+def bnb_generic_if_emulating(model: Any) -> None:
+    """Under :data:`EMULATE_AVX2`, keep the model's bitsandbytes 4-bit layers on their generic (dequantize + matmul)
+    CPU path, as on a CPU without AVX512-BF16."""
+    if os.environ.get("BENCH_EMULATE_AVX2") != "1":
+        return
+    import bitsandbytes as bnb
+
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
 
 
 # ------------------------------------------------------------------------------------------------------------ header

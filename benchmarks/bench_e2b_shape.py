@@ -84,9 +84,10 @@ class Extraction:
             from gemma4_saelens_ext.models.load import load_model
 
             prec = kind.removeprefix("ours-") if kind != "ours" else "nf4"
-            model, name = Gemma4ActivationSource(load_model(path, prec, truncate_after_layer=L, device=device),
-                                                 [f"blocks.{L}.hook_resid_post"]), f"blocks.{L}.hook_resid_post"
-            self.run = lambda ids: model.run_with_cache(ids, names_filter=[name], stop_at_layer=L + 1)[1][name]
+            src, name = Gemma4ActivationSource(load_model(path, prec, truncate_after_layer=L, device=device),
+                                               [f"blocks.{L}.hook_resid_post"]), f"blocks.{L}.hook_resid_post"
+            model = src.model
+            self.run = lambda ids: src.run_with_cache(ids, names_filter=[name], stop_at_layer=L + 1)[1][name]
         elif kind == "stock":
             from sae_lens.load_model import load_model as sl_load
 
@@ -101,6 +102,9 @@ class Extraction:
             self.run = lambda ids: model(ids, output_hidden_states=True).hidden_states[L + 1]
         else:
             raise ValueError(f"unknown arm {kind!r}; use one of {', '.join(KINDS)}")
+        from _harness import bnb_generic_if_emulating
+
+        bnb_generic_if_emulating(model)
         self.info_ = {"load_s": time.perf_counter() - t0, "rss_after_load_mib": _mem.rss_mib(),
                       **{f"{k}_after_load_mib": v for k, v in _mem.rss_parts_mib().items()}}  # fmt: skip
         g = torch.Generator().manual_seed(0)
@@ -160,7 +164,10 @@ def _compare(device: str, kinds: list[str], a) -> None:
 
     from _harness import Arm, header, run_rounds, summary
 
-    arms = [Arm(k, f"{__file__}:Extraction", {"kind": k, "device": device, "batch": a.batch, "seq": a.seq})
+    from _harness import EMULATE_AVX2
+
+    env = EMULATE_AVX2 if a.emulate_avx2 else {}
+    arms = [Arm(k, f"{__file__}:Extraction", {"kind": k, "device": device, "batch": a.batch, "seq": a.seq}, env)
             for k in kinds]
     with tempfile.TemporaryDirectory() as tmp:
         res = run_rounds(arms, rounds=a.rounds, min_units=a.round_tokens, threads=a.threads, save_dir=tmp,
@@ -168,7 +175,8 @@ def _compare(device: str, kinds: list[str], a) -> None:
         acts = {k: load_file(str(Path(tmp) / f"{k}.safetensors"))["acts"] for k in kinds}
     pairs = [(x, y) for x, y in (("ours", "plain"), ("ours", "stock"), ("ours-nf4-fp32compute", "stock"),
                                  ("ours-nf4-fp32compute", "ours"), ("plain", "stock")) if x in kinds and y in kinds]
-    print("\n".join(header(res.threads, f"gemma-4-e2b-shape L{L}, {device}, batches {a.batch}x{a.seq}") +
+    emu = " | EMULATED AVX2-only CPU (torch/oneDNN/MKL capped at AVX2, bnb generic path)" if a.emulate_avx2 else ""
+    print("\n".join(header(res.threads, f"gemma-4-e2b-shape L{L}, {device}, batches {a.batch}x{a.seq}{emu}") +
                     summary(res, pairs)))  # fmt: skip
     for k, r in res.info.items():
         extra = f", cuda max allocated {r['cuda_max_allocated_mib']:.0f} MiB" if "cuda_max_allocated_mib" in r else ""
@@ -195,6 +203,7 @@ def main() -> int:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--train-tokens", type=int, default=65536, help="GPU part: SAE training budget per runner")
     ap.add_argument("--only-if-built", action="store_true", help="skip unless the checkpoint is already cached")
+    ap.add_argument("--emulate-avx2", action="store_true", help="run the arms as on an AVX2-only CPU (see _harness)")
     a = ap.parse_args()
 
     import json

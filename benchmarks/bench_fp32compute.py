@@ -6,10 +6,11 @@ labelled rows (train and eval splits) are run through the model at each precisio
 and through the demo's SAE, per token, as the eval suite does. Reported: explained variance and L0 of the SAE on the
 tokens (BOS excluded), per-latent Cohen's d (honest vs deceptive, latents per token mean-pooled over the completion),
 ``max |d(fp32compute) - d(nf4)|`` over latents, ``d_max`` at each precision, the top-10 latents' overlap; and the
-extraction speed of the two presets on the same texts, interleaved in persistent workers (``_harness.py``). Also run
-with bitsandbytes' generic dequantize+matmul path forced (``--generic``: what CPUs without AVX512-BF16 execute).
+extraction speed of the two presets on the same texts, interleaved in persistent workers (``_harness.py``).
+``--emulate-avx2`` repeats it with this CPU capped to the kernels of an AVX2-only x86 (no fp16/bf16 arithmetic),
+the machines the preset is for.
 
-    python benchmarks/bench_fp32compute.py [--demo runs/demo] [--rounds 5] [--generic]
+    python benchmarks/bench_fp32compute.py [--demo runs/demo] [--rounds 5] [--emulate-avx2]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 class SaeExtraction:
     """One arm: the demo's rows through the model at ``precision`` and the demo's SAE."""
 
-    def __init__(self, demo: str, precision: str, generic: bool = False):
+    def __init__(self, demo: str, precision: str):
         import numpy as np
         import pyarrow.parquet as pq
 
@@ -46,12 +47,9 @@ class SaeExtraction:
         self.y = np.array([r["label"] == "honest" for r in self.rows], dtype=np.int64)
         self.lm = load_model(cfg["model"], precision, truncate_after_layer=sae_layer(self.sae))
         self.layer = self.lm.resolve_layer(sae_layer(self.sae))
-        if generic:
-            import bitsandbytes as bnb
+        from _harness import bnb_generic_if_emulating
 
-            for m in self.lm.model.modules():
-                if isinstance(m, bnb.nn.Linear4bit):
-                    m.support_avx512bf16_for_cpu = False
+        bnb_generic_if_emulating(self.lm.model)
         self.n_tokens = sum(len(self.lm.tokenizer(r["text"])["input_ids"]) for r in self.rows)
 
     def _acts(self, token_fn=None, pooling="mean"):
@@ -94,15 +92,16 @@ def equivalence(a: dict, b: dict) -> list[str]:
             f"{np.abs(da).max():.4f} vs {np.abs(db).max():.4f}; top-10 latents shared {len(ta & tb)}/10"]  # fmt: skip
 
 
-def run(demo: str, rounds: int, generic: bool, threads: int | None) -> list[str]:
+def run(demo: str, rounds: int, emulate: bool, threads: int | None) -> list[str]:
     sys.path.insert(0, str(HERE))
-    from _harness import Arm, header, run_rounds, summary
+    from _harness import EMULATE_AVX2, Arm, header, run_rounds, summary
 
-    arms = [Arm(p, f"{__file__}:SaeExtraction", {"demo": demo, "precision": p, "generic": generic})
+    arms = [Arm(p, f"{__file__}:SaeExtraction", {"demo": demo, "precision": p}, EMULATE_AVX2 if emulate else {})
             for p in ("nf4", "nf4-fp32compute")]
     res = run_rounds(arms, rounds=rounds, min_units=2048, threads=threads,
                      log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
-    path = "generic dequantize+matmul path (forced)" if generic else "bitsandbytes' default CPU path"
+    path = ("EMULATED AVX2-only CPU (torch/oneDNN/MKL capped at AVX2, bnb generic path)" if emulate else
+            "this CPU's own kernels (nf4: bitsandbytes' default path)")
     return (header(res.threads, f"demo SAE, {path}") + summary(res, [("nf4-fp32compute", "nf4")])
             + [f"nf4-fp32compute vs nf4 ({path}): " + x for x in equivalence(res.info["nf4-fp32compute"], res.info["nf4"])])
 
@@ -111,7 +110,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo", help="a finished demo folder (default: run a quick demo first)")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--generic", action="store_true", help="also measure with bnb's generic path forced")
+    ap.add_argument("--emulate-avx2", action="store_true", help="also measure as on an AVX2-only CPU (see _harness)")
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,8 +120,8 @@ def main() -> int:
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
             subprocess.run([sys.executable, "-m", "gemma4_saelens_ext.cli", "demo", "--quick", "--out", demo,
                             "--no-progress"], check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
-        for generic in ([False, True] if a.generic else [False]):
-            print("\n".join(run(demo, a.rounds, generic, a.threads)), flush=True)
+        for emulate in ([False, True] if a.emulate_avx2 else [False]):
+            print("\n".join(run(demo, a.rounds, emulate, a.threads)), flush=True)
     return 0
 
 

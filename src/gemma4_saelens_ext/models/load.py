@@ -124,6 +124,16 @@ def _plan(cfg: dict[str, Any], truncate_after_layer: int | str | None, text_only
     return layer, (keep if keep < n_layers else None)
 
 
+def _generic_4bit_cpu_kernel(model: nn.Module) -> None:
+    """Keep bitsandbytes' 4-bit layers off the AVX512-BF16 repacked CPU kernel (it casts to bf16 whatever the compute
+    dtype), so they dequantize and multiply in their compute dtype (``Precision.generic_cpu_kernel``)."""
+    import bitsandbytes as bnb
+
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+
+
 def prepare_checkpoint(source: str | Path, truncate_after_layer: int | str | None = None, text_only: bool = True) -> Path:
     """Build (once, cached) the derived checkpoint :func:`load_model` would load, without loading it: e.g. ahead of
     a timed or memory-measured run. Returns the folder."""
@@ -211,6 +221,8 @@ def load_model(
             build_cached(qcache, lambda out: save_quantized(model, out, load_path))
     if lookups_on_cpu:
         run_lookups_on_cpu(model, device_map)
+    if prec.generic_cpu_kernel:
+        _generic_4bit_cpu_kernel(model)
     model.eval()
     model.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(str(load_path))
