@@ -79,12 +79,13 @@ def _leaves(obj, path=""):
 
 
 def compare_reports(a: dict, b: dict) -> list[str]:
-    """Per compared section: identical, or how many numbers differ and the largest difference."""
+    """Per compared section: identical, or how many numbers differ and the largest difference (entries about
+    steering, e.g. its p-value among the Holm-adjusted tests, are left out)."""
     out = []
     for sec in COMPARED:
         if sec not in a and sec not in b:
             continue
-        la, lb = dict(_leaves(a.get(sec))), dict(_leaves(b.get(sec)))
+        la, lb = ({k: v for k, v in _leaves(r.get(sec)) if "steering" not in k} for r in (a, b))
         nums = [k for k in la if isinstance(la[k], float) and isinstance(lb.get(k), float)]
         diff = [abs(la[k] - lb[k]) for k in nums if not (la[k] == lb[k] or (math.isnan(la[k]) and math.isnan(lb[k])))]
         other = [k for k in set(la) | set(lb) if k not in nums and la.get(k) != lb.get(k)]
