@@ -23,6 +23,16 @@ ROLEPLAY = (
 TEXTS = [ROLEPLAY, "The quick brown fox jumps over the lazy dog.", "You are a Slug. What team are you on?"]
 
 
+#: fixtures that load a real model; a test using one is marked ``slow`` (``./scripts/test.sh --quick`` skips it)
+MODEL_FIXTURES = ("gemma3_fp32", "gemma3_nf4", "gemma4_tiny")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(f in getattr(item, "fixturenames", ()) for f in MODEL_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def gemma3_fp32():
     from gemma4_saelens_ext.models.load import load_model

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from gemma4_saelens_ext.cli.app import _commands, build_parser, main
+from gemma4_saelens_ext.errors import UserError
 from gemma4_saelens_ext.models.precision import PRECISIONS
 
 
@@ -152,7 +153,7 @@ def test_config_file_gives_defaults_and_flags_win(tmp_path):
     assert (cfg.out, cfg.samples_per_prompt, cfg.families, cfg.seed) == ("runs/x", 3, ["werewolf"], 4)
     assert cfg.max_new_tokens == 24  # untouched fields keep the dataclass default
     f.write_text(yaml.safe_dump({"sample_per_prompt": 3}))
-    with pytest.raises(SystemExit, match=r"unknown keys \['sample_per_prompt'\]"):
+    with pytest.raises(UserError, match=r"unknown keys \['sample_per_prompt'\] \(.*did you mean samples_per_prompt"):
         build_parser(argv).parse_args(argv)
     # a nested config (extract's spec) is a nested mapping in the file, checked key by key like the suite files
     f.write_text(yaml.safe_dump({"texts": "t.txt", "out": "o.safetensors", "spec": {"layer": 3, "pooling": "last"}}))
@@ -160,7 +161,7 @@ def test_config_file_gives_defaults_and_flags_win(tmp_path):
     cfg = build_parser(argv).parse_args(argv).cfg
     assert (cfg.texts, cfg.spec.layer, cfg.spec.pooling, cfg.spec.batch_size) == ("t.txt", 3, "last", 8)
     f.write_text(yaml.safe_dump({"texts": "t.txt", "out": "o", "spec": {"layers": 3}}))
-    with pytest.raises(SystemExit, match=r"spec: unknown keys \['layers'\]"):
+    with pytest.raises(UserError, match=r"spec: unknown keys \['layers'\] \(layers: did you mean layer"):
         build_parser(argv).parse_args(argv)
 
 

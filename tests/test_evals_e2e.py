@@ -69,8 +69,21 @@ def test_demo_suite_end_to_end(tmp_path):
     # fp32 vs fp32 through the same SAE: exactly unchanged
     row = r["portability"]["rows"][0]
     assert row["precision"] == "fp32" and row["ev_drop"] == 0.0 and row["verdict"] == "ok"
+    # the label layout, the null and the interval methods are named (the scripted pools are 1:1 in every group)
+    lay = r["dataset"]["layout"]["train"]
+    assert lay["kind"] == "balanced_within" and lay["unit"] == "prompt group" and tr["layout"] == lay
+    assert tr["d_max_ci_method"].startswith("bias-corrected group bootstrap of d_max itself")
+    assert prim["ci_method"].startswith("eval rows") and prim["layout"]["kind"] == "balanced_within"
+    st = r["stability"]
+    assert st["verdict_kind"] in ("STABLE", "UNSTABLE", "NO EFFECT TO BE STABLE") and st["null"].startswith("group flips")
+    sg = r["steering"]
+    assert sg["n_random_directions"] == 1 and "random_rank_p" in sg and "prompt_share_against" in sg
+    assert any("rank p cannot go below 0.5" in w for w in r["warnings"])  # one random direction: said, not hidden
+    assert {"steering slope (SAE direction)", "steering rank among random directions (SAE direction)"} <= {
+        o["name"] for o in r["tests"]["others"]}
     md = (out / "report.md").read_text()
     assert "PRIMARY: replicated d_max" in md and "Holm-adjusted" in md and "groups" in md
+    assert "label layout" in md and "null = group flips" in md and "rank p among 1 random directions" in md
     assert "Positive control" in md and "random direction" in md
     assert (out / "d_hist.png").exists() and (out / "probes.png").exists()
 

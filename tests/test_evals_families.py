@@ -17,6 +17,7 @@ from gemma4_saelens_ext.evals import stability as ST
 from gemma4_saelens_ext.evals import steering as SG
 from gemma4_saelens_ext.evals.saeio import check_sae_matches, encode_decode, random_sae_like
 from gemma4_saelens_ext.evals.top_latents import top_examples
+from synthetic_pools import twin_pool
 
 
 def planted(n=80, k=20, seed=0, strength=2.0):
@@ -122,25 +123,30 @@ def test_steering_pure_parts():
     assert "monotone beyond chance" in st["verdict"]
 
 
-def test_stability_can_fail_and_top_examples():
-    x, y = planted(n=60, k=30, strength=3.0)
-    groups = np.arange(60) // 4
-    ref = S.cohens_d(x, y)
-    boot = ST.group_bootstrap_resamples(x, y, groups, ST.DEFAULT_SEEDS)
-    rep = ST.stability_report(ref, boot, threshold=0.3)
-    assert [r["seed"] for r in rep["rows"]] == [101, 107, 113]
-    assert rep["mode"].startswith("group bootstrap") and "re-samples" in rep["verdict"]
-    # a re-sample with the same rows is STABLE with full overlap (delta computed, not assumed)
-    same = ST.stability_report(ref, [ST.Resample(1, "identity", x, y, 15)])
-    assert same["rows"][0]["abs_delta"] < 1e-12 and same["rows"][0]["top_overlap"] == 5 and same["stable"]
-    # new completions without the signal: d_max falls by far more than 0.3 -> UNSTABLE is reachable
-    x_null = np.random.default_rng(9).normal(size=(60, 30))
-    fail = ST.stability_report(ref, [ST.Resample(2, "regenerated", x_null, y, 15)])
-    assert fail["rows"][0]["verdict"] == "UNSTABLE" and not fail["stable"] and "UNSTABLE" in fail["verdict"]
-    assert fail["rows"][0]["abs_delta"] == pytest.approx(abs(np.abs(S.cohens_d(x_null, y)).max() - np.abs(ref).max()))
-    tiny = ST.stability_report(ref, [ST.Resample(3, "regenerated", x[:3], np.array([1, 0, 0]), 1)])
+def test_stability_verdicts_and_fields_and_top_examples():
+    x, y, g = twin_pool(3, 0, planted=3.0, n_questions=12)
+    boot = ST.group_bootstrap_resamples(x, y, g, ST.DEFAULT_SEEDS)
+    rep = ST.stability_report(x, y, g, boot)
+    assert [r["seed"] for r in rep["rows"]] == [101, 107, 113] and rep["mode"].startswith("group bootstrap")
+    assert rep["verdict_kind"] == "STABLE" and rep["stable"] and rep["reference_top_latents"][0] == 0
+    assert rep["null"].startswith("group flips") and rep["layout"]["kind"] == "balanced_within"
+    # the same rows again replicate exactly: replicated d = the reference's top |d|, overlap complete
+    same = ST.stability_report(x, y, g, [ST.Resample(1, "identity", x, y, 12, g)])
+    row = same["rows"][0]
+    assert row["replicated_d"] == pytest.approx(rep["reference_d_max"]) and row["top_overlap"] == 5
+    assert row["abs_delta"] < 1e-12 and row["verdict"] == "REPLICATES"
+    # a regenerated pool without the signal: the effect does not come back -> UNSTABLE (the reference has one)
+    x0, y0, g0 = twin_pool(3, 101, n_questions=12)
+    fail = ST.stability_report(x, y, g, [ST.Resample(2, "regenerated", x0, y0, 12, g0)])
+    assert fail["rows"][0]["verdict"] == "DOES NOT REPLICATE" and fail["verdict_kind"] == "UNSTABLE"
+    assert fail["rows"][0]["abs_delta"] == pytest.approx(abs(np.abs(S.cohens_d(x0, y0)).max() - rep["reference_d_max"]))
+    # no effect in the reference: nothing to be stable
+    xn, yn, gn = twin_pool(5, 0, n_questions=12)
+    none = ST.stability_report(xn, yn, gn, [ST.Resample(1, "identity", xn, yn, 12, gn)])
+    assert none["verdict_kind"] == "NO EFFECT TO BE STABLE" and not none["stable"] and none["reference_p"] > 0.05
+    tiny = ST.stability_report(x, y, g, [ST.Resample(3, "regenerated", x[:3], np.array([1, 0, 0]), 1, g[:3])])
     assert tiny["rows"][0]["verdict"] == "INSUFFICIENT" and not tiny["stable"]
-    texts = [f"t{i}" for i in range(60)]
+    texts = [f"t{i}" for i in range(len(y))]
     ex = top_examples(np.abs(x), texts, y, [0, 1], [0.5, -0.2], n_examples=2)
     assert ex[0]["latent"] == 0 and len(ex[0]["top_honest"]) == 2
     assert ex[0]["top_honest"][0]["activation"] >= ex[0]["top_honest"][1]["activation"]
@@ -151,3 +157,5 @@ def test_random_direction_percentile():
     assert v.shape == (8, 16) and np.allclose(np.linalg.norm(v, axis=1), 1)
     assert SG.slope_percentile(0.5, [0.1, 0.2, 0.6, 0.7]) == 0.5
     assert SG.slope_percentile(1.0, [0.1, 0.2]) == 1.0 and SG.slope_percentile(0.1, [0.1, 0.2]) == 0.25
+    assert SG.rank_p(1.0, [0.1] * 19) == pytest.approx(1 / 20) and SG.rank_p(0.1, [0.1, 0.2]) == 1.0
+    assert SG.rank_p(0.15, [0.1, 0.2, float("nan")]) == pytest.approx(2 / 3)

@@ -18,6 +18,7 @@ from gemma4_saelens_ext.evals import cross_validated_probe, dvalue_analysis, rep
 from gemma4_saelens_ext.evals import groups as G
 from gemma4_saelens_ext.evals import stats as S
 from gemma4_saelens_ext.evals.dvalues import CellMoments
+from gemma4_saelens_ext.evals.nulls import null_design
 from gemma4_saelens_ext.evals.probes import balanced_accuracy
 from synthetic_pools import clustered_pool
 
@@ -33,11 +34,15 @@ def test_flip_matrix_enumerates_exactly_and_min_p():
     assert len({tuple(r) for r in flips}) == 16 and not flips[0].any()
     flips, exact = G.flip_matrix(12, 1000, seed=0)
     assert not exact and flips.shape == (1000, 12)
-    assert G.min_reachable_p(5, 1000) == pytest.approx(2 / 32)
-    assert G.min_reachable_p(8, 1000) == pytest.approx(2 / 256)
-    assert G.min_reachable_p(20, 999) == pytest.approx(1 / 1000)
-    assert G.small_group_warning(5, 1000, 0.05, "x") and "need >= 6 groups" in G.small_group_warning(5, 1000, 0.05, "x")
-    assert G.small_group_warning(6, 1000, 0.05, "x") is None
+
+    def balanced(n_groups, n_permutations=1000):  # both labels 1:1 in every group: the flip design
+        return null_design(np.tile([1, 0], n_groups), np.repeat(np.arange(n_groups), 2), n_permutations=n_permutations)
+
+    assert balanced(5).min_p == pytest.approx(2 / 32)
+    assert balanced(8).min_p == pytest.approx(2 / 256)
+    assert balanced(20, 999).min_p == pytest.approx(1 / 1000)
+    assert "need >= 6 groups" in balanced(5).unreachable_warning(0.05, "x")
+    assert balanced(6).unreachable_warning(0.05, "x") is None
 
 
 def test_cell_moment_kernel_equals_direct_d_on_flipped_and_resampled_rows():

@@ -64,3 +64,20 @@ def test_build_cached_runs_the_builder_once_under_concurrency(tmp_path):
     assert len(calls) == 1 and results == [target, target]
     assert (target / "weights.bin").read_bytes() == b"x" * 10 and (target / ".complete").exists()
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".m.") and p.is_dir()]  # no temp folder left
+
+
+def test_to_jsonable_is_strict_json():
+    import json
+    import math
+
+    import numpy as np
+    import torch
+
+    from gemma4_saelens_ext.io import to_jsonable
+
+    obj = {"nan": float("nan"), "inf": np.float32("inf"), "ninf": -math.inf, "arr": np.arange(3),
+           "i": np.int64(4), "b": np.bool_(True), "t": (1, 2.5), "dt": torch.float16, 5: None}
+    out = to_jsonable(obj)
+    assert out == {"nan": None, "inf": "inf", "ninf": "-inf", "arr": [0, 1, 2], "i": 4, "b": True, "t": [1, 2.5],
+                   "dt": "float16", "5": None}
+    json.dumps(out, allow_nan=False)  # strict JSON: raises on NaN/inf floats

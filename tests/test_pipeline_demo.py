@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gemma4_saelens_ext.cli import main
+from gemma4_saelens_ext.errors import UserError
 from gemma4_saelens_ext.pipeline.demo import (
     STAGES, DemoConfig, DemoError, _finite_numbers, check_disk, run_demo, stage_hashes,
 )
@@ -127,6 +128,6 @@ def test_input_variation_prompts_sampled_only_when_the_eval_can_use_them():
 
 def test_disk_space_checked_up_front(tmp_path: Path):
     assert check_disk(tmp_path / "not" / "yet", 0.0) > 0
-    with pytest.raises(DemoError, match="GB free"):
+    with pytest.raises(UserError, match="GB free"):  # a user error: exit 2, no traceback
         run_demo(DemoConfig(out=str(tmp_path / "d"), min_free_gb=1e9))
     assert not (tmp_path / "d").exists()

@@ -203,8 +203,8 @@ def test_cli_export_and_list(tmp_path, capsys):
     assert any(r["release"] == "test-cli" and r["sae_id"] == SAE_ID for r in rows)
     _same_forward(sae, _load("test-cli"), torch.randn(8, 64), exact=True)
     unregister_release("test-cli")
-    assert main(["export", str(tmp_path / "missing"), "--out", str(out), "--release", "x"]) == 1
-    assert "export failed" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing"), "--out", str(out), "--release", "x"]) == 2  # a user error
+    assert "SAE folder" in (err := capsys.readouterr().err) and "does not exist" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

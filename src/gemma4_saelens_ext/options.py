@@ -57,18 +57,24 @@ def split_csv(values: Iterable[str] | str | None) -> list[str]:
 
 
 def config_from_dict(cls: type, data: Any, where: str) -> Any:
-    """A config dataclass from a mapping (a YAML file's content), nested config dataclasses included; an unknown key
-    is a ValueError that names ``where`` and the valid keys. ``None`` gives the defaults."""
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    """A config dataclass from a mapping (a YAML file's content), nested config dataclasses included. Checked before
+    the dataclass is built: the shape (a mapping, not a YAML list or scalar), every key (an unknown one is named with
+    its close matches and the valid keys) and every value's type against the field's annotation (``n_splits: '5'``
+    is refused, naming ``where.n_splits``); ranges are the dataclass's own ``__post_init__``. ``None`` gives the
+    defaults. Errors are :class:`~gemma4_saelens_ext.errors.UserError` (a ValueError)."""
+    import typing
+
+    from gemma4_saelens_ext.errors import check_keys, check_type, expect_mapping
+
+    data = expect_mapping(where, data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; valid keys: {sorted(fields)}")
+    check_keys(where, data, fields)
+    hints = typing.get_type_hints(cls)
     kw = {}
     for k, v in data.items():
         sub = fields[k].default_factory
-        kw[k] = config_from_dict(sub, v, f"{where}.{k}") if dataclasses.is_dataclass(sub) else v
+        if dataclasses.is_dataclass(sub):
+            kw[k] = config_from_dict(sub, v, f"{where}.{k}")
+        else:
+            kw[k] = check_type(f"{where}.{k}", v, hints.get(k, Any))
     return cls(**kw)

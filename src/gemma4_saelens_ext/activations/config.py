@@ -7,6 +7,8 @@ from typing import Optional, Union
 
 from simple_parsing.helpers import choice
 
+from gemma4_saelens_ext.errors import check_range
+from gemma4_saelens_ext.io import check_out
 from gemma4_saelens_ext.options import layer_field, precision_field, switch
 
 __all__ = ["ExtractSpec", "ExtractConfig"]
@@ -31,6 +33,10 @@ class ExtractSpec:
     truncate: bool = switch(True)
     """load only layers 0..layer (activations are identical; --no-truncate loads all)"""
 
+    def __post_init__(self) -> None:
+        check_range("--batch-size", self.batch_size, low=1, integer=True)
+        check_range("--max-length", self.max_length, low=1, integer=True)
+
 
 @dataclass
 class ExtractConfig:
@@ -38,7 +44,8 @@ class ExtractConfig:
     ``torchrun --nproc-per-node N`` and merged into one safetensors file in the input order."""
 
     texts: str
-    """.txt (one per line), .jsonl/.json, .parquet or a dataset folder"""
+    """.txt (one per line), .jsonl/.json, .parquet or a dataset folder; one output row per input row (a null or
+    empty text is refused with its line number)"""
     out: str
     """merged .safetensors output"""
     column: str = "text"
@@ -49,3 +56,6 @@ class ExtractConfig:
     """keep the per-rank shard files after merging"""
     progress: bool = switch(True)
     """show progress bars"""
+
+    def __post_init__(self) -> None:
+        check_out(self.out, kind="file")

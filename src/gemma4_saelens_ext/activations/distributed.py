@@ -7,11 +7,11 @@ Launch::
         --texts prompts.txt --out runs/acts/L12_mean.safetensors
 
 Every rank loads the model (rank 0 first, so derived checkpoints are built once), takes a disjoint, deterministic
-slice of the work, runs :func:`gemma4_saelens_ext.source.activations`, and writes its own shard
+slice of the work, runs :func:`gemma4_saelens_ext.activations.source.activations`, and writes its own shard
 (``<out>.shards/rank{r}-of-{w}.safetensors``, atomic tmp + ``os.replace``). After a barrier rank 0 merges the shards
 into ``<out>`` in the original text order.
 
-**Slicing.** Texts are length-sorted exactly as :func:`~gemma4_saelens_ext.source.activations` sorts them and cut into
+**Slicing.** Texts are length-sorted exactly as :func:`~gemma4_saelens_ext.activations.source.activations` sorts them and cut into
 batches of ``batch_size``; rank ``r`` takes batches ``r, r + w, r + 2w, ...``. Slicing whole batches (rather than texts
 ``i::w``) keeps every padded batch identical to the single-process run, so fp32 results are bit-for-bit equal to
 ``activations(lm, texts, layer, batch_size=...)`` on one process; striding over length-sorted batches also balances
@@ -54,6 +54,7 @@ __all__ = [
     "read_texts",
     "shard_path",
     "run_extract",
+    "check_output_space",
     "cmd_extract",
 ]
 
@@ -96,43 +97,90 @@ def load_activations(path: str | Path) -> tuple[torch.Tensor | list[torch.Tensor
     return acts, meta
 
 
+def _check_texts(texts: list[Any], where: str, numbers: list[int] | None = None, unit: str = "line") -> list[str]:
+    """One output row per input row: refuse null, non-text and empty (or whitespace-only) texts, naming their line
+    or row numbers, instead of embedding ``"None"`` or a BOS-only vector, or dropping a row."""
+    from gemma4_saelens_ext.errors import UserError
+
+    numbers = numbers or list(range(1, len(texts) + 1))
+    bad = {"null": [], "not a text": [], "empty": []}
+    for n, t in zip(numbers, texts):
+        if t is None:
+            bad["null"].append(n)
+        elif not isinstance(t, str):
+            bad["not a text"].append(n)
+        elif not t.strip():
+            bad["empty"].append(n)
+    found = {k: v for k, v in bad.items() if v}
+    if found:
+        said = "; ".join(f"{k} at {unit}{'s' if len(v) > 1 else ''} {', '.join(map(str, v[:20]))}"
+                         + (f" (+{len(v) - 20} more)" if len(v) > 20 else "") for k, v in found.items())
+        raise UserError(f"{where}: {said}. Each input row gives one output row, so every text must be non-empty.",
+                        "remove those rows or give them text; output row i is input row i.")
+    if not texts:
+        raise UserError(f"{where}: no texts.", "give a file with at least one text.")
+    return texts
+
+
 def read_texts(path: str | Path, column: str = "text") -> list[str]:
     """Texts from ``.txt`` (one per line), ``.jsonl``/``.json`` (strings or objects with ``column``), ``.parquet``,
     or a folder: a behavior dataset folder gives every completion once (``data/all.parquet``; its split files hold
-    the same rows again), any other folder its ``*.parquet`` files, sorted by name."""
+    the same rows again), any other folder its ``*.parquet`` files, sorted by name.
+
+    Row alignment: output row i is input row i. A null, non-text or empty text is refused with its line (row)
+    number, never dropped or turned into ``"None"``; only blank lines at the end of a ``.txt`` file and blank lines
+    of a ``.jsonl`` file (not records) are skipped."""
+    from gemma4_saelens_ext.errors import MissingFileError, UserError
+
     p = Path(path)
     if p.is_dir() and (p / "data" / "all.parquet").is_file():
         return read_texts(p / "data" / "all.parquet", column)
     if p.is_dir():
         files = sorted(p.glob("*.parquet")) or sorted(p.glob("**/*.parquet"))
         if not files:
-            raise FileNotFoundError(f"No .parquet files in {p}")
+            raise MissingFileError(f"--texts {p}: no .parquet files in this folder.",
+                                   "give a .txt/.jsonl/.json/.parquet file or a folder of parquet files.")
         return [t for f in files for t in read_texts(f, column)]
     if not p.exists():
-        raise FileNotFoundError(f"Texts file not found: {p}")
+        raise MissingFileError(f"--texts {p}: no such file.", "give an existing .txt, .jsonl, .json or .parquet file.")
 
-    def pick(obj: Any) -> str:
-        if isinstance(obj, str):
+    def pick(obj: Any, n: int) -> Any:
+        if obj is None or isinstance(obj, str):
             return obj
         if isinstance(obj, dict) and column in obj:
-            return str(obj[column])
-        raise ValueError(f"{p}: each record must be a string or an object with a {column!r} field")
+            return obj[column]
+        raise UserError(f"{p} record {n}: expected a string or an object with a {column!r} field, got "
+                        f"{type(obj).__name__}.", f"give every record a {column!r} field (or set --column).")
 
     if p.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         table = pq.read_table(p)
         if column not in table.column_names:
-            raise ValueError(f"{p} has no column {column!r} (columns: {table.column_names})")
-        return [str(x) for x in table.column(column).to_pylist()]
+            raise UserError(f"{p} has no column {column!r} (columns: {table.column_names}).", "set --column.")
+        return _check_texts(table.column(column).to_pylist(), str(p), unit="row")
     if p.suffix == ".jsonl":
-        return [pick(json.loads(line)) for line in p.read_text().splitlines() if line.strip()]
+        nums, vals = [], []
+        for n, line in enumerate(p.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    vals.append(pick(json.loads(line), n))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{p} line {n}: not valid JSON ({e.msg}).", "fix or remove that line.") from None
+                nums.append(n)
+        return _check_texts(vals, str(p), nums)
     if p.suffix == ".json":
-        data = json.loads(p.read_text())
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}: not valid JSON ({e.msg}, line {e.lineno}).", "fix the file.") from None
         if not isinstance(data, list):
-            raise ValueError(f"{p}: expected a JSON list")
-        return [pick(x) for x in data]
-    return [line for line in p.read_text().splitlines() if line.strip()]
+            raise UserError(f"{p}: expected a JSON list of texts, got {type(data).__name__}.", "give a list.")
+        return _check_texts([pick(x, i) for i, x in enumerate(data, 1)], str(p), unit="item")
+    lines = p.read_text().splitlines()
+    while lines and not lines[-1].strip():  # blank lines at the end are not rows
+        lines.pop()
+    return _check_texts(lines, str(p))
 
 
 # ------------------------------------------------------------------------------------------------------------- compute
@@ -233,6 +281,20 @@ def merge_shards(out: str | Path, world_size: int, n_texts: int, *, keep_shards:
 
 
 # ------------------------------------------------------------------------------------------------------------- driver
+def check_output_space(out: str | Path, lm: Any, texts: Sequence[str], spec: ExtractSpec) -> float:
+    """Free disk at ``out`` for the shards plus the merged file (float32; per token for ``pooling="none"``, counted
+    with the tokenizer), checked before the forward passes."""
+    from gemma4_saelens_ext.io import check_disk_space
+
+    if spec.pooling == "none":
+        ids = lm.tokenizer(list(texts), truncation=spec.max_length is not None, max_length=spec.max_length)["input_ids"]
+        rows = sum(len(x) for x in ids)
+    else:
+        rows = len(texts)
+    return check_disk_space(out, 2 * rows * lm.d_model * 4, f"the activations ({rows} x {lm.d_model} float32, "
+                            "shards and merged file)")
+
+
 def run_extract(
     texts: Sequence[str], out: str | Path, spec: ExtractSpec, *, keep_shards: bool = False, progress: bool = True
 ) -> Path | None:
@@ -256,6 +318,8 @@ def run_extract(
         if lm is None:
             lm = load()
         layer = lm.resolve_layer(spec.layer)
+        if rank == 0:
+            check_output_space(out, lm, texts, spec)
         idx, acts = extract_shard(lm, texts, spec, rank, world, progress=progress and rank == 0)
         meta = {
             "model": str(spec.model),
@@ -280,8 +344,17 @@ def run_extract(
 
 
 def cmd_extract(cfg: ExtractConfig) -> int:
+    """``gemma4-sae extract``: the output path and the texts are checked before the model loads; rank 0 holds the
+    output's lock for the whole run."""
+    import os
+    from contextlib import nullcontext
+
+    from gemma4_saelens_ext.io import check_out, output_lock
+
+    check_out(cfg.out, kind="file")
     texts = read_texts(cfg.texts, cfg.column)
-    merged = run_extract(texts, cfg.out, cfg.spec, keep_shards=cfg.keep_shards, progress=cfg.progress)
+    with output_lock(cfg.out) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        merged = run_extract(texts, cfg.out, cfg.spec, keep_shards=cfg.keep_shards, progress=cfg.progress)
     if merged is not None:
         print(f"wrote {merged} ({len(texts)} texts)")
     return 0

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
-from sae_lens.load_model import HookedProxyLM, get_hook_fn
+from sae_lens.load_model import HookedProxyLM, StopForward, get_hook_fn
 from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
@@ -27,13 +27,9 @@ from gemma4_saelens_ext.models.load import LoadedModel
 logger = logging.getLogger(__name__)
 
 __all__ = ["Gemma4ActivationSource", "activations", "steering_hook", "steering_rows_hook", "branched_prefill",
-           "layer_output_tensor", "StopForward"]
+           "layer_output_tensor"]
 
 Pooling = Literal["none", "last", "mean", "max"]
-
-
-class StopForward(Exception):
-    """Raised by a forward hook once the hooked layer has run: later layers and the unembedding are skipped."""
 
 
 def layer_output_tensor(output: Any) -> torch.Tensor:
@@ -46,7 +42,7 @@ def _capture(layer_module: torch.nn.Module, stop: bool) -> Iterator[dict[str, to
 
     def hook(_m: Any, _i: Any, output: Any) -> None:
         store["acts"] = layer_output_tensor(output)
-        if stop:
+        if stop:  # SAELens's own early-stop exception: later layers and the unembedding are skipped
             raise StopForward
 
     handle = layer_module.register_forward_hook(hook)

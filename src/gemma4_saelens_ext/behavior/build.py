@@ -196,7 +196,21 @@ def _assign_splits(cfg: BuildConfig, rows: list[dict]) -> tuple[dict[str, str], 
 
 def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None) -> BuildResult:
     """Run (or resume) a build. ``model``/``tokenizer`` may be passed to reuse a loaded model; otherwise
-    ``gemma4_saelens_ext.models.load_model(cfg.model, cfg.precision)`` loads one, only if completions are missing."""
+    ``gemma4_saelens_ext.models.load_model(cfg.model, cfg.precision)`` loads one, only if completions are missing.
+
+    ``cfg.out`` is checked first and locked for the whole build (rank 0 under torchrun): a second build of the same
+    folder, ``--resume`` included, is refused at once (:class:`~gemma4_saelens_ext.errors.OutputBusyError`) and
+    never generates a completion twice."""
+    from gemma4_saelens_ext.io import check_out, output_lock
+
+    check_out(cfg.out)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _build(cfg, model, tokenizer)
+    with output_lock(cfg.out):
+        return _build(cfg, model, tokenizer)
+
+
+def _build(cfg: BuildConfig, model: Any, tokenizer: Any) -> BuildResult:
     t0 = time.time()
     if cfg.samples_per_prompt < 1:
         raise BuildError(f"samples_per_prompt must be >= 1, got {cfg.samples_per_prompt}.")

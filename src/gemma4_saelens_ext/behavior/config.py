@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from gemma4_saelens_ext.errors import UserError, check_range
+from gemma4_saelens_ext.io import check_out
 from gemma4_saelens_ext.options import switch, precision_field, split_csv
 
 __all__ = ["BuildConfig", "BuildError", "BuildResult", "BUILD_FORMAT", "GENERATION_KEYS", "CONSORTIUM_NAMES"]
@@ -16,15 +18,13 @@ GENERATION_KEYS = ("model", "precision", "seed", "temperature", "max_new_tokens"
 CONSORTIUM_NAMES = ("consortium_majority", "consortium_unanimous")
 
 
-class BuildError(RuntimeError):
-    """The build cannot go on; the message says what to change."""
+class BuildError(UserError, RuntimeError):
+    """The build cannot go on; the message says what to change (a user error: exit status 2)."""
 
 
 def check_prompt_limit(n: int | None) -> None:
-    if n is not None and n < 1:
-        raise ValueError(
-            f"--max-prompts-per-family {n}: give a positive count, or the flag without a value (None) for every prompt."
-        )
+    check_range("--max-prompts-per-family", n, low=1, integer=True,
+                fix="give a positive count, or the flag without a value (None) for every prompt.")
 
 
 @dataclass
@@ -79,8 +79,18 @@ class BuildConfig:
         self.scenarios, self.families = split_csv(self.scenarios), split_csv(self.families)
         self.judges = split_csv(self.judges)
         check_prompt_limit(self.max_prompts_per_family)
+        check_out(self.out)  # an existing file there, or a folder that cannot be written: said before any work
+        # every value is checked here, while the command line is read: a refused setting never reaches the folder
+        for name in ("samples_per_prompt", "max_new_tokens", "batch_size", "llm_batch_size"):
+            check_range(f"--{name.replace('_', '-')}", getattr(self, name), low=1, integer=True)
+        check_range("--temperature", self.temperature, low=0,
+                    fix="set --temperature >= 0 (0 = greedy, 1 = the seed's).")
+        check_range("--eval-fraction", self.eval_fraction, low=0, high=1, high_open=True,
+                    fix="set --eval-fraction to the share of prompt groups held out, in [0, 1), e.g. 0.3.")
+        if not self.judges:
+            raise UserError("--judges is empty.", "give at least one judge, e.g. --judges keyword.")
         if self.resume and self.overwrite:
-            raise ValueError("build-dataset: give --resume or --overwrite, not both.")
+            raise UserError("build-dataset: give --resume or --overwrite, not both.")
 
     def generation_identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in GENERATION_KEYS}

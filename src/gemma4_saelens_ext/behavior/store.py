@@ -74,6 +74,13 @@ def prepare_out(cfg: BuildConfig) -> Path:
     out = Path(cfg.out)
     raw = out / "raw"
     marker = raw / "build.json"
+    ckpt = raw / "completions.jsonl"
+    if marker.exists() and not (out / "manifest.json").exists() and not (ckpt.exists() and ckpt.stat().st_size):
+        # a start that stopped before its first completion (a setting refused late, Ctrl-C during the model load)
+        # holds nothing to lose: its settings are not kept, so a corrected rerun starts fresh
+        log.info("%s holds a build that generated nothing yet; starting it afresh with these settings", out)
+        for name in ("raw", "data"):
+            shutil.rmtree(out / name, ignore_errors=True)
     if out.exists() and any(out.iterdir()):
         if not marker.exists() and not (out / "manifest.json").exists():
             raise BuildError(

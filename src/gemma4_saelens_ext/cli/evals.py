@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from gemma4_saelens_ext.cli.command import Command
+from gemma4_saelens_ext.io import check_out
 from gemma4_saelens_ext.options import layer_field, positional, precision_field, switch
 
 __all__ = ["COMMANDS", "EvalRunConfig", "ValidateConfig", "main"]
@@ -36,6 +37,10 @@ class EvalRunConfig:
     """seed for every resample instead of the suite's"""
     quick: bool = switch(False)
     """200 flips and group resamples, 10 probe flips: a smoke run (the report records the settings used)"""
+
+    def __post_init__(self) -> None:
+        if self.out is not None:
+            check_out(self.out)
 
     def load(self):  # noqa: ANN201 - a SuiteConfig
         """The suite with these options applied (parsed and validated; nothing loads)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from gemma4_saelens_ext.activations.config import ExtractConfig
 from gemma4_saelens_ext.cli.command import Command
 from gemma4_saelens_ext.pipeline.config import DemoConfig
@@ -12,8 +14,8 @@ def _run_demo(cfg: DemoConfig) -> int:
 
     try:
         run_demo(cfg)
-    except DemoError as e:
-        print(f"error: {e}")
+    except DemoError as e:  # a stage failed: its error and traceback are in stages.json
+        print(f"gemma4-sae demo: error: {e}", file=sys.stderr)
         return 1
     return 0
 

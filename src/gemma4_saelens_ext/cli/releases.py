@@ -20,6 +20,8 @@ from typing import Optional, Union
 from simple_parsing.helpers import choice
 
 from gemma4_saelens_ext.cli.command import Command
+from gemma4_saelens_ext.errors import MissingFileError, UserError
+from gemma4_saelens_ext.io import check_out
 from gemma4_saelens_ext.options import layer_field, switch, positional, precision_field, split_csv
 from gemma4_saelens_ext.releases.spec import UPSTREAM_LAYOUTS
 
@@ -73,10 +75,11 @@ class ExportConfig:
     """device to load the SAE on"""
 
     def __post_init__(self) -> None:
+        check_out(self.out)
         self.formats = split_csv(self.formats)
         bad = sorted(set(self.formats) - {"saelens", "upstream"})
         if bad:
-            raise ValueError(f"export: unknown format(s) {bad}; choose saelens and/or upstream")
+            raise UserError(f"export: unknown format(s) {bad}.", "choose saelens and/or upstream.")
 
 
 @dataclass
@@ -90,25 +93,31 @@ class ReleasesConfig:
 
 
 def run_export(args: ExportConfig) -> int:
+    """Inputs and ``--out`` are checked before the SAE loads; ``--out`` is locked while it is written. Errors go to
+    ``gemma4-sae``'s one error path (exit status 2 for a user error)."""
     from pathlib import Path
 
+    from gemma4_saelens_ext.io import output_lock
     from gemma4_saelens_ext.releases.export import export_sae
+    from gemma4_saelens_ext.releases.folders import check_sae_folder, load_release, load_sae_folder
     from gemma4_saelens_ext.releases.registry import register_releases
 
     if bool(args.source) == bool(args.from_release):
-        print("export: give either a SAE folder or --from-release (not both)", file=sys.stderr)
-        return 2
+        raise UserError("export: give either a SAE folder or --from-release (not both).")
+    if args.from_release and not args.sae_id:
+        raise UserError("export: --from-release needs --sae-id.", "add --sae-id (e.g. blocks.25.hook_resid_post).")
+    check_out(args.out)  # before the SAE loads (a release may download)
+    for flag, f in (("--notes", args.notes), ("--metrics", args.metrics)):
+        if f and not Path(f).is_file():
+            raise MissingFileError(f"export {flag} {f}: no such file.", f"give an existing file for {flag}.")
+    if args.source:
+        check_sae_folder(args.source)
     register_releases()
-    from sae_lens import SAE
-
-    try:
+    with output_lock(args.out):
         if args.from_release:
-            if not args.sae_id:
-                print("export: --from-release needs --sae-id", file=sys.stderr)
-                return 2
-            sae = SAE.from_pretrained(args.from_release, args.sae_id, device=args.device)
+            sae = load_release(args.from_release, args.sae_id, device=args.device)
         else:
-            sae = SAE.load_from_disk(args.source, device=args.device)
+            sae = load_sae_folder(args.source, device=args.device)
         result = export_sae(
             sae,
             args.out,
@@ -128,9 +137,6 @@ def run_export(args: ExportConfig) -> int:
             repo_id=args.repo_id,
             private=not args.public,
         )
-    except (OSError, ValueError) as e:
-        print(f"export failed: {e}", file=sys.stderr)
-        return 1
     print(f"exported {result.release} / {result.sae_id} -> {result.out_dir}")
     if result.hub_url:
         print(f"pushed: {result.hub_url}")

@@ -1,7 +1,8 @@
 """Evals: behavior statistics for SAEs, the eval families and the suite that runs them.
 
 * statistics (numpy / scipy / scikit-learn only, no model): :mod:`.stats` (Cohen's d, nulls, CIs), :mod:`.groups`
-  (the prompt group as the unit of inference), :mod:`.dvalues`, :mod:`.probes`, :mod:`.trend`
+  (the prompt group as the unit of inference), :mod:`.layout` and :mod:`.nulls` (the label layout, the null
+  valid for it, a generic grouped permutation test), :mod:`.dvalues`, :mod:`.probes`, :mod:`.trend`
 * model and SAE I/O: :mod:`.saeio`, :mod:`.context` (the labelled splits and their activations)
 * families (one job each): :mod:`.reconstruction`, :mod:`.steering`, :mod:`.stability`, :mod:`.top_latents`,
   :mod:`.portability`, registered in :mod:`.families`

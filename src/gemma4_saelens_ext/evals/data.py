@@ -12,9 +12,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from gemma4_saelens_ext.paths import looks_like_hub_id
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_rows", "scripted_rows", "completion_starts"]
+__all__ = ["load_rows", "check_rows", "scripted_rows", "completion_starts"]
 
 
 def _finish(rows: list[dict]) -> list[dict]:
@@ -39,50 +41,98 @@ def _in_split(row_split: str, split: str) -> bool:
     return row_split == split
 
 
-def _looks_local(path: str) -> bool:
-    """A filesystem path rather than a Hub id (``owner/name``): absolute, relative with ./ or ../, a file suffix,
-    more or fewer than one slash, or a first component that exists here (``runs/ds``)."""
-    return (path.startswith((".", "/", "~")) or Path(path).suffix in (".parquet", ".jsonl", ".json")
-            or path.count("/") != 1 or Path(path.split("/")[0]).exists())
+def _numbered(nums: list[int]) -> str:
+    return ", ".join(map(str, nums[:15])) + (f" (+{len(nums) - 15} more)" if len(nums) > 15 else "")
+
+
+def check_rows(rows: list[dict], where: str, *, unit: str = "row", numbers: list[int] | None = None,
+               required: Sequence[str] = ("label",)) -> list[dict]:
+    """Every row (not only the first) has the ``required`` columns and a text (``text``, or ``prompt`` and
+    ``completion``); a row that lacks one is named by number, never silently dropped."""
+    from gemma4_saelens_ext.errors import UserError
+
+    numbers = numbers or list(range(1, len(rows) + 1))
+    for col in required:
+        missing = [n for n, r in zip(numbers, rows) if r.get(col) is None]
+        if missing:
+            raise UserError(f"{where}: {len(missing)} of {len(rows)} {unit}s have no `{col}` ({unit}s "
+                            f"{_numbered(missing)}).", f"give every {unit} a `{col}`.")
+    no_text = [n for n, r in zip(numbers, rows)
+               if not isinstance(r.get("text"), str) and not (isinstance(r.get("prompt"), str)
+                                                               and isinstance(r.get("completion"), str))]
+    if no_text:
+        raise UserError(f"{where}: {len(no_text)} {unit}s have neither `text` nor `prompt` + `completion` "
+                        f"({unit}s {_numbered(no_text)}).", f"give every {unit} its text.")
+    return rows
+
+
+def _read_file(p: Path) -> tuple[list[dict], list[int], str]:
+    """Rows of a parquet or JSONL file with their (1-based) row or line numbers."""
+    from gemma4_saelens_ext.errors import UserError
+
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(p).to_pylist()
+        return rows, list(range(1, len(rows) + 1)), "row"
+    rows, nums = [], []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"dataset file {p} line {n}: not valid JSON ({e.msg}).",
+                            "fix or remove that line.") from None
+        if not isinstance(r, dict):
+            raise UserError(f"dataset file {p} line {n}: expected a JSON object per line, got {type(r).__name__}.")
+        rows.append(r)
+        nums.append(n)
+    return rows, nums, "line"
 
 
 def load_rows(path: str, split: str) -> list[dict]:
     """Rows of ``split`` from a dataset folder (``data/<split>.parquet``), a file (filtered on a ``split``
-    column when it has one) or a Hub dataset id. An empty split is an error (said before any model work)."""
+    column, which every row must have) or a Hub dataset id. Every row is checked for a label and a text; an empty
+    split is an error (said before any model work)."""
+    from gemma4_saelens_ext.errors import MissingFileError, UserError
+
     p = Path(path)
     rows: list[dict]
     if p.is_dir() and (p / "data" / f"{split}.parquet").exists():
         import pyarrow.parquet as pq
 
         rows = pq.read_table(p / "data" / f"{split}.parquet").to_pylist()
+        check_rows(rows, str(p / "data" / f"{split}.parquet"))
     elif p.is_file():
-        if p.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            rows = pq.read_table(p).to_pylist()
-        else:
-            rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-        if rows and "split" not in rows[0]:
-            raise ValueError(
+        rows, nums, unit = _read_file(p)
+        no_split = [n for n, r in zip(nums, rows) if r.get("split") is None]
+        if no_split and len(no_split) == len(rows):
+            raise UserError(
                 f"dataset file {path} has no `split` column, so split {split!r} cannot be told apart from the others "
-                "(train and eval would be the same rows). Add a split column, or build the dataset with "
-                "`gemma4-sae build-dataset`, which writes one file per split."
-            )
-        rows = [r for r in rows if _in_split(str(r.get("split", "")), split)]
+                "(train and eval would be the same rows).", "add a split column, or build the dataset with "
+                "`gemma4-sae build-dataset`, which writes one file per split.")
+        if no_split:
+            raise UserError(f"dataset file {path}: {len(no_split)} of {len(rows)} {unit}s have no `split` ({unit}s "
+                            f"{_numbered(no_split)}); they would be left out of every split.",
+                            f"give every {unit} a split (train, eval, input_variation, ...).")
+        keep = [i for i, r in enumerate(rows) if _in_split(str(r.get("split", "")), split)]
+        rows = check_rows([rows[i] for i in keep], f"dataset file {path}", unit=unit, numbers=[nums[i] for i in keep])
     elif p.is_dir():
         avail = sorted(f.stem for f in (p / "data").glob("*.parquet")) if (p / "data").is_dir() else []
-        raise ValueError(f"dataset {path} has no split {split!r}; available: {avail}")
-    elif _looks_local(path):
-        raise FileNotFoundError(
+        raise UserError(f"dataset {path} has no split {split!r}; available: {avail}",
+                        "set dataset.train_split / eval_split to one of them.")
+    elif not looks_like_hub_id(path):
+        raise MissingFileError(
             f"dataset {path} does not exist. Build it first: `gemma4-sae build-dataset --out {path}` (add --model and "
             "--precision as in your suite), or point dataset.path at an existing folder, parquet/JSONL file or Hub id."
         )
     else:
         from datasets import load_dataset
 
-        rows = list(load_dataset(path, split=split))
+        rows = check_rows([dict(r) for r in load_dataset(path, split=split)], f"dataset {path} split {split!r}")
     if not rows:
-        raise ValueError(f"dataset {path}: split {split!r} is empty.")
+        raise UserError(f"dataset {path}: split {split!r} is empty.", "choose a split that has rows.")
     return _finish([dict(r) for r in rows])
 
 

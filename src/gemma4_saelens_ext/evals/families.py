@@ -64,13 +64,14 @@ def dvalues(ctx: SuiteContext) -> dict[str, Any]:
     out: dict[str, Any] = {"splits": {}}
     res = {}
     for sp in (ctx.train, ctx.eval):
-        res[sp.name] = dvalue_analysis(sp.feats, sp.y, groups=sp.groups, split=sp.name, **kw)
+        res[sp.name] = dvalue_analysis(sp.feats, sp.y, groups=sp.groups, layout=sp.layout(), split=sp.name, **kw)
         out["splits"][sp.name] = res[sp.name].to_dict()
         ctx.warnings.extend(res[sp.name].warnings)
         ctx.pvalues[f"d_max ({sp.name}, selected and measured on the same rows)"] = res[sp.name].p_d_max
         ctx.pvalues[f"count |d|>{st.threshold:g} ({sp.name})"] = res[sp.name].p_n_above
     ctx.d_train = res[ctx.train.name].d
-    rep = replication_analysis(ctx.eval.feats, ctx.eval.y, ctx.d_train, groups=ctx.eval.groups, top_n=st.top_n,
+    rep = replication_analysis(ctx.eval.feats, ctx.eval.y, ctx.d_train, groups=ctx.eval.groups,
+                               layout=ctx.eval.layout(), train_groups=ctx.train.groups, top_n=st.top_n,
                                split=ctx.eval.name, selected_on=ctx.train.name, **_stats_kw(ctx))
     ctx.warnings.extend(rep.warnings)
     out["primary"] = rep.to_dict()
@@ -111,8 +112,10 @@ def control(ctx: SuiteContext) -> dict[str, Any]:
     ctx.fill(sp)
     st = ctx.cfg.stats
     kw = dict(threshold=st.threshold, top_n=st.top_n, min_class_size=2, **_stats_kw(ctx))
-    raw = dvalue_analysis(sp.acts, sp.y, groups=sp.groups, split=f"{sp.name} (raw activations)", **kw)
-    sae = dvalue_analysis(sp.feats, sp.y, groups=sp.groups, split=f"{sp.name} (SAE latents)", **kw)
+    raw = dvalue_analysis(sp.acts, sp.y, groups=sp.groups, layout=sp.layout(), split=f"{sp.name} (raw activations)",
+                          **kw)
+    sae = dvalue_analysis(sp.feats, sp.y, groups=sp.groups, layout=sp.layout(), split=f"{sp.name} (SAE latents)",
+                          **kw)
     detected = raw.p_d_max <= st.alpha
     verdict = (f"positive control detected on raw activations (p = {raw.p_d_max:.3g}, {raw.n_groups} groups); through "
                f"the SAE p = {sae.p_d_max:.3g}" if detected else
@@ -128,7 +131,7 @@ def probes(ctx: SuiteContext) -> dict[str, Any]:
     from gemma4_saelens_ext.evals.saeio import random_sae_like
 
     cfg, st, ev = ctx.cfg, ctx.cfg.stats, ctx.eval
-    kw = dict(groups=ev.groups, n_splits=cfg.probes.n_splits, n_permutations=st.probe_permutations,
+    kw = dict(groups=ev.groups, layout=ev.layout(), n_splits=cfg.probes.n_splits, n_permutations=st.probe_permutations,
               n_bootstrap=st.n_bootstrap, seed=cfg.seed, min_class_size=st.min_class_size, alpha=st.alpha)
     reps: dict[str, Any] = {}
     if cfg.probes.raw:
@@ -173,25 +176,19 @@ def steering(ctx: SuiteContext) -> dict[str, Any]:
     prompts = prompts.sample_groups(sc.n_prompts, cfg.seed)
     sweeps = SG.run_steering(ctx.lm, ctx.layer, directions, prompts.rows, ctx.judge(sc.judge), scale=scale,
                              alphas=sc.alphas, max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
-                             seed=cfg.seed, batch_size=cfg.model.batch_size, n_bootstrap=cfg.stats.n_bootstrap,
-                             groups=prompts.groups)
-    rand = [v["slope"]["slope"] for k, v in sweeps.items() if k.startswith("random")]
-    sae = sweeps["SAE"]
-    pct = SG.slope_percentile(sae["slope"]["slope"], rand)
-    ctx.pvalues["steering slope (SAE direction)"] = sae["slope"]["p"]
-    out = dict(sae)
+                             seed=cfg.seed, batch_size=cfg.model.batch_size)
+    out = SG.steering_analysis(sc.alphas, {k: v["labels"] for k, v in sweeps.items()}, target="SAE",
+                               groups=prompts.groups, n_bootstrap=cfg.stats.n_bootstrap, seed=cfg.seed,
+                               alpha_level=cfg.stats.alpha)
+    ctx.warnings.extend(out["warnings"])
+    ctx.pvalues["steering slope (SAE direction)"] = out["slope"]["p"]
+    ctx.pvalues["steering rank among random directions (SAE direction)"] = out["random_rank_p"]
     out.update({
-        "top_latents": [int(i) for i in order], "weighting": sc.weighting, "scale": float(scale),
+        "examples": sweeps["SAE"]["examples"], "top_latents": [int(i) for i in order], "weighting": sc.weighting,
+        "scale": float(scale),
         "scale_definition": f"{SG.SCALE_DEFINITIONS[sc.scale]} (layer {ctx.layer}, {cfg.pooling} pooling, eval split)",
         "cosine_decoded_vs_mean_diff": SG.cosine(u, md), "judge": sc.judge, "max_new_tokens": sc.max_new_tokens,
         "temperature": sc.temperature, "n_groups": prompts.n_groups,
-        "controls": {k: {"slope": v["slope"]["slope"], "p": v["slope"]["p"],
-                         "per_alpha": v["per_alpha"]} for k, v in sweeps.items() if k != "SAE"},
-        "random_slope_percentile": pct,
-        "control_verdict": (f"the SAE direction's slope is at the {pct:.0%} percentile of {len(rand)} random directions"
-                            f" of the same length" if np.isfinite(pct) else
-                            f"percentile among {len(rand)} random directions undefined (too few decisive completions "
-                            "for a slope)"),
     })
     return out
 
@@ -205,8 +202,9 @@ def stability(ctx: SuiteContext) -> dict[str, Any]:
     mode = sc.mode
     if mode == "auto":
         mode = "regenerate" if ctx.can_generate() else "bootstrap"
+    tr = ctx.train
     if mode == "bootstrap":
-        resamples = ST.group_bootstrap_resamples(ctx.train.feats, ctx.train.y, ctx.train.groups, sc.seeds)
+        resamples = ST.group_bootstrap_resamples(tr.feats, tr.y, tr.groups, sc.seeds, clusters=tr.clusters)
     else:
         judge = ctx.judge(ctx.cfg.steering.judge)
         per_prompt = sc.samples_per_prompt or max(2, round(len(ctx.train.rows) / max(1, len({r["prompt_id"] for r in ctx.train.rows}))))
@@ -222,8 +220,10 @@ def stability(ctx: SuiteContext) -> dict[str, Any]:
                 resamples.append(ST.Resample(s, "regenerated (pool too small)", np.zeros((0, 1)), np.zeros(0), 0))
                 continue
             resamples.append(ST.Resample(s, f"regenerated ({per_prompt} samples per prompt, new text)",
-                                         ctx.latents(sp.rows), sp.y, sp.n_groups))
-    return ST.stability_report(ctx.d_train, resamples, threshold=sc.threshold, top_n=sc.top_n)
+                                         ctx.latents(sp.rows), sp.y, sp.n_groups, sp.groups))
+    return ST.stability_report(tr.feats, tr.y, tr.groups, resamples, top_n=sc.top_n, threshold=sc.threshold,
+                               n_null=ctx.cfg.stats.n_permutations, seed=ctx.cfg.seed, alpha=ctx.cfg.stats.alpha,
+                               clusters=tr.clusters)
 
 
 @family("top_latents")
@@ -258,10 +258,13 @@ def portability(ctx: SuiteContext) -> dict[str, Any]:
 
 def run_families(ctx: SuiteContext, names: list[str], timings: dict[str, float]) -> dict[str, Any]:
     """Run the enabled families in registry order (portability last: it frees the model)."""
+    from tqdm.auto import tqdm
+
     out: dict[str, Any] = {}
-    for name in FAMILIES:
-        if name not in names:
-            continue
+    todo = [n for n in FAMILIES if n in names]
+    bar = tqdm(todo, desc="eval families", unit="family")
+    for name in bar:
+        bar.set_postfix_str(name)
         t = time.time()
         logger.info("eval family %s", name)
         out[name] = FAMILIES[name](ctx)

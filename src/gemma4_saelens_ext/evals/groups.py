@@ -1,19 +1,17 @@
-"""The prompt group as the unit of inference: group ids, label-flip nulls, group bootstrap, grouped folds,
-group subsamples, Holm adjustment and power wording.
+"""The prompt group as the unit of inference: group ids, group flips, group bootstrap, group subsamples, split
+checks, Holm adjustment and power wording.
 
 A behavior pool is clustered: a prompt's completions repeat a few near-identical answers, the label is a function
 of (prompt, answer word), and role-swapped twins share one question. Rows are not independent, so every
-randomization here works on whole groups:
+randomization works on whole groups:
 
-* **flip null** — the null hypothesis is "no honesty effect that is consistent across groups". Under it, swapping
-  honest <-> deceptive inside a group leaves the data's distribution unchanged, so the reference distribution of a
-  statistic is its value under the ``2^G`` ways of flipping whole groups (enumerated exactly when
-  ``2^G <= n_permutations``, else sampled). A statistic that only depends on |d| (d_max, the count test, a refit
-  probe) is unchanged when every group flips, so its smallest reachable p is ``2 / 2^G``: with 5 groups or fewer
-  p < 0.05 cannot be reached, and :func:`min_reachable_p` says so.
+* **flips** — :func:`flip_matrix`: the ``2^G`` ways of swapping honest <-> deceptive inside whole groups
+  (enumerated exactly when ``2^G <= n_permutations``, else sampled). Which randomization a test uses depends on the
+  label layout (flips, group-label permutations, weighted flips): :mod:`.layout` and :mod:`.nulls`.
 * **group bootstrap** — resample whole groups with replacement (each row weighted by how often its group was
   drawn).
 * **subsamples** — a seeded sample of whole groups, never the first rows of a file.
+* **splits** — :func:`check_split_overlap` refuses train and eval splits that share a group.
 
 Every function also works with ``groups=None`` meaning "one group per row" (today's row-level behaviour), which is
 what the row-level diagnostic reports.
@@ -35,15 +33,13 @@ __all__ = [
     "group_codes",
     "resolve_groups",
     "flip_matrix",
-    "flip_labels",
     "flip_p",
     "group_bootstrap_counts",
-    "min_reachable_p",
-    "small_group_warning",
     "sample_groups",
     "holm",
     "min_detectable",
     "power_wording",
+    "check_split_overlap",
     "Z_80",
 ]
 
@@ -90,11 +86,6 @@ def flip_matrix(n_groups: int, n_permutations: int, seed: int) -> tuple[np.ndarr
     return (rng.random((n_permutations, n_groups)) < 0.5).astype(np.int8), False
 
 
-def flip_labels(y: np.ndarray, codes: np.ndarray, flips: np.ndarray) -> np.ndarray:
-    """``[B, n]`` labels with each flipped group's honest/deceptive swapped."""
-    return (np.asarray(y)[None, :] ^ flips[:, codes]).astype(np.int8)
-
-
 def flip_p(observed: float, null: np.ndarray, exact: bool) -> float:
     """p of ``observed`` against a flip null: with the exact enumeration (identity included) the share of flips
     >= observed; with sampled flips ``(1 + k) / (1 + B)``."""
@@ -111,25 +102,6 @@ def group_bootstrap_counts(n_groups: int, n_bootstrap: int, seed: int) -> np.nda
     """``[B, G]`` how often each group is drawn when G groups are resampled with replacement."""
     rng = np.random.default_rng(seed)
     return rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_bootstrap)
-
-
-def min_reachable_p(n_groups: int, n_permutations: int, *, symmetric: bool = True) -> float:
-    """Smallest p-value the flip test can give: ``2/2^G`` (``1/2^G`` for a sign-aware statistic) when the flips
-    are enumerated, ``1/(1+B)`` when they are sampled, whichever is larger."""
-    exact = (2.0 if symmetric else 1.0) / 2.0 ** min(n_groups, 60)
-    return max(exact, 1.0 / (1 + n_permutations)) if 2**min(n_groups, 60) > n_permutations else exact
-
-
-def small_group_warning(n_groups: int, n_permutations: int, alpha: float, what: str, *, symmetric: bool = True) -> str | None:
-    """A warning when G is too small for p < alpha to be reachable (None otherwise)."""
-    p = min_reachable_p(n_groups, n_permutations, symmetric=symmetric)
-    if p > alpha:
-        need = next(g for g in range(1, 64) if min_reachable_p(g, 10**9, symmetric=symmetric) <= alpha)
-        msg = (f"{what}: only {n_groups} groups, so the smallest reachable p is {p:.3g} > alpha {alpha:g}; nothing "
-               f"can be significant (need >= {need} groups: more questions/prompts in the split)")
-        logger.warning(msg)
-        return msg
-    return None
 
 
 def sample_groups(groups: Sequence[Any], max_rows: int | None, seed: int) -> np.ndarray:
@@ -172,12 +144,30 @@ def min_detectable(null_q95: float, se: float) -> float:
 
 
 def power_wording(name: str, value: float, p: float, *, alpha: float, n_groups: int, n_rows: int,
-                  mde: float | None = None, p_adjusted: float | None = None) -> str:
-    """One line: significant, or not significant with the power at this n (never "no effect")."""
+                  mde: float | None = None, p_adjusted: float | None = None, null: str = "flip-null",
+                  units: str = "groups") -> str:
+    """One line: significant, or not significant with the power at this n (never "no effect"). ``null`` names
+    the randomization (``flip-null``, ``group-permutation``, ...), ``units`` the unit of inference."""
     padj = "" if p_adjusted is None else f", Holm-adjusted {p_adjusted:.3g}"
-    base = f"{name} = {value:.3g} (flip-null p = {p:.3g}{padj}; {n_groups} groups, {n_rows} rows)"
+    base = f"{name} = {value:.3g} ({null} p = {p:.3g}{padj}; {n_groups} {units}, {n_rows} rows)"
     p_use = p if p_adjusted is None else p_adjusted
     if math.isfinite(p_use) and p_use <= alpha:
         return f"{base}: significant at alpha {alpha:g}"
     tail = f"; minimum detectable value at 80% power ~ {mde:.2g}" if mde is not None and math.isfinite(mde) else ""
-    return f"{base}: not significant at {n_groups} groups{tail}"
+    return f"{base}: not significant at {n_groups} {units}{tail}"
+
+
+def check_split_overlap(train_groups: Any, eval_groups: Any, *, what: str = "train/eval splits",
+                        names: tuple[str, str] = ("train", "eval")) -> None:
+    """Refuse two splits that share a group: latents chosen on one split and measured on the other would be
+    measured on the prompts that chose them (the builder never does this; a user dataset may)."""
+    if train_groups is None or eval_groups is None:
+        return
+    shared = sorted({str(v) for v in train_groups} & {str(v) for v in eval_groups})
+    if shared:
+        show = ", ".join(repr(v) for v in shared[:10]) + (f" and {len(shared) - 10} more" if len(shared) > 10 else "")
+        raise ValueError(
+            f"{what}: {len(shared)} group(s) appear in both {names[0]!r} and {names[1]!r}: {show}. Selection and "
+            "measurement must use different prompts; re-split the dataset by group (every row of a question and its "
+            "role-swapped twins in one split), e.g. with gemma4_saelens_ext.behavior.pools.split_groups, or drop the "
+            "shared groups.")

@@ -11,33 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from gemma4_saelens_ext.io import atomic_write, atomic_write_json
+from gemma4_saelens_ext.io import atomic_write, atomic_write_json, to_jsonable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["to_jsonable", "write_report", "render_markdown", "make_plots"]
-
-
-def to_jsonable(obj: Any) -> Any:
-    """numpy -> python, tuples -> lists, NaN -> None, +-inf -> "inf"/"-inf" (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        if math.isinf(f):  # a perfectly separating latent's d: kept visible, JSON stays strict
-            return "inf" if f > 0 else "-inf"
-        return f if math.isfinite(f) else None
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    return str(obj)
+__all__ = ["write_report", "render_markdown", "make_plots"]
 
 
 def _f(v: Any, nd: int = 3) -> str:
@@ -71,10 +49,18 @@ def _sae_lines(r: dict[str, Any]) -> list[str]:
 def _sizes(r: dict[str, Any]) -> list[str]:
     sizes = r.get("dataset", {}).get("sizes", {})
     groups_from = r.get("dataset", {}).get("groups_from", {})
-    L = ["Sample sizes (the prompt group is the unit of inference)", "", "split | honest | deceptive | groups | groups from",
-         "---|---|---|---|---"]
-    L += [f"{k} | {v.get('honest', '')} | {v.get('deceptive', '')} | {v.get('groups', '')} | {groups_from.get(k, '')}"
-          for k, v in sizes.items() if "honest" in v]
+    lay = r.get("dataset", {}).get("layout", {})
+    L = ["Sample sizes and label layout (the prompt group, or a coarser cluster, is the unit of inference)", "",
+         "split | honest | deceptive | groups | groups from | unit of inference | label layout",
+         "---|---|---|---|---|---|---"]
+    for k, v in sizes.items():
+        if "honest" in v:
+            lk = lay.get(k, {})
+            L.append(f"{k} | {v['honest']} | {v.get('deceptive', '')} | {v.get('groups', '')} | "
+                     f"{groups_from.get(k, '')} | {lk.get('n_groups', '')} {lk.get('unit', '')} | "
+                     f"{lk.get('description', '')}")
+    L += [f"  • {k}: unit = {v['unit']}: {v['unit_reason']}" for k, v in lay.items()
+          if v.get("unit") != "prompt group"]
     return L + [""]
 
 
@@ -94,15 +80,18 @@ def _dvalues(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
     dv = r.get("dvalues")
     if not dv:
         return []
-    L = ["d measurements (Cohen's d honest vs deceptive, pooled SD; null = honest/deceptive flipped inside whole "
-         "groups; CI = groups resampled)", "",
-         "split | n (H/D) | groups | d_max | 95% CI (top latent) | chance d_max (mean / 95th pct) | p | count abs(d)>1 | p | "
+    L = ["d measurements (Cohen's d honest vs deceptive, pooled SD; null = the randomization valid for each split's "
+         "label layout, named below; CI and min. detectable d from the bootstrap of d_max itself)", "",
+         "split | n (H/D) | units | d_max | 95% CI (of the max) | chance d_max (mean / 95th pct) | p | count abs(d)>1 "
+         "| p | "
          "min. detectable d (80%)", "---|---|---|---|---|---|---|---|---|---"]
     for k, v in dv["splits"].items():
         L.append(f"{k} | {v['n_pos']}/{v['n_neg']} | {v['n_groups']} | {_f(v['d_max'])} | {_ci(v['d_max_ci'])} | "
                  f"{_f(v['null_d_max_mean'])} / {_f(v['null_d_max_q95'])} | {_f(v['p_d_max'], 4)} | {v['n_above']} | "
                  f"{_f(v['p_n_above'], 4)} | {_f(v['min_detectable_d'])}")
     L += [""] + [f"  • {k}: {v['verdict']}" for k, v in dv["splits"].items()]
+    L += [f"  • {k}: null = {v['null']}; layout: {v.get('layout', {}).get('description', 'n/a')}; d "
+          f"{v.get('d_weighting', 'plain')}; d_max CI: {v.get('d_max_ci_method', '')}" for k, v in dv["splits"].items()]
     for k, v in dv["splits"].items():
         if v.get("perfectly_separating"):
             L.append(f"  • {k}: perfectly separating latents (constant within each class, |d| = inf): "
@@ -115,7 +104,9 @@ def _dvalues(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
         for j, lat in enumerate(p["latents"]):
             L.append(f"{lat} | {_f(p['train_d'][j])} | {_f(p['eval_d'][j])} | {_ci(p['eval_d_ci'][j])} | "
                      f"{_f(p['p_fwer'][j], 4)}")
-        L += ["", f"  • {p['verdict']}"]
+        L += ["", f"  • {p['verdict']}",
+              f"  • replicated d_max 95% CI {_ci(p.get('replicated_d_max_ci'))} and min. detectable d "
+              f"{_f(p['min_detectable_d'])}: from {p.get('ci_method', '')}"]
     diag = dv.get("row_level_diagnostic")
     if diag:
         L += [f"  • Row-level diagnostic on eval (not a test: {diag['note']}): p(d_max) = {_f(diag['p_d_max'], 4)}, "
@@ -145,13 +136,19 @@ def _stability(r: dict[str, Any]) -> list[str]:
     stab = r.get("stability")
     if not stab:
         return []
-    L = [f"Stability ({stab['mode']})", ""]
+    L = [f"Stability ({stab['mode']}; noise = the reference's null, {stab.get('null', '')}, applied to the reference "
+         "and each re-sample together)", "",
+         "seed | d_max | replicated d (top latents) | noise 95th pct | p | top overlap (noise mean) | abs delta "
+         "d_max | verdict", "---|---|---|---|---|---|---|---"]
     for row in stab["rows"]:
-        L.append(f"  • seed={row['seed']}: d_max = {_f(row['d_max'])}, abs delta = {_f(row['abs_delta'])}, top-"
-                 f"{row['top_n']} overlap = {row['top_overlap']}/{row['top_n']}, {row['verdict']} "
-                 f"(n={row['n_pos']}/{row['n_neg']}, {row['n_groups']} groups)")
-    return L + [f"  • reference d_max = {_f(stab['reference_d_max'])}; re-sampled mean ± std = "
-                f"{_f(stab['mean_d_max'])} ± {_f(stab['std_d_max'])}", f"  • {stab['verdict']}", ""]
+        L.append(f"{row['seed']} | {_f(row['d_max'])} | {_f(row.get('replicated_d'))} | {_f(row.get('noise_q95'))} | "
+                 f"{_f(row.get('p'), 4)} | {row['top_overlap']}/{row['top_n']} "
+                 f"({_f(row.get('noise_overlap_mean'), 1)}) "
+                 f"| {_f(row['abs_delta'])} | {row['verdict']} (n={row['n_pos']}/{row['n_neg']}, {row['n_groups']} "
+                 "groups)")
+    return L + ["", f"  • reference d_max = {_f(stab['reference_d_max'])} (p = {_f(stab.get('reference_p'), 4)}); "
+                f"re-sampled mean ± std = {_f(stab['mean_d_max'])} ± {_f(stab['std_d_max'])}",
+                f"  • {stab['verdict']}", ""]
 
 
 def _steering(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
@@ -167,9 +164,13 @@ def _steering(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
          "alpha | honest_rate | decisive | ambiguous_rate (incoherence)", "---|---|---|---"]
     for a, row in zip(sg["alphas"], sg["per_alpha"]):
         L.append(f"{a:+.1f} | {_f(row['honest_rate'])} | {row['n_decisive']} | {_f(row['ambiguous_rate'])}")
-    L += ["", f"  • slope {_f(sg['slope']['slope'])} (95% CI {_ci(sg['slope_ci'])}, exact permutation p = "
-          f"{_f(sg['slope']['p'], 4)}); Spearman rho = {_f(sg['spearman']['rho'])} (p = {_f(sg['spearman']['p'], 4)})",
-          f"  • {sg['verdict']}", f"  • Control: {sg['control_verdict']}"]
+    L += ["", f"  • slope {_f(sg['slope']['slope'])} (95% group-bootstrap CI {_ci(sg['slope_ci'])}, exact "
+          f"permutation p = {_f(sg['slope']['p'], 4)}; rank p among {sg.get('n_random_directions', 'n/a')} random "
+          "directions = "
+          f"{_f(sg.get('random_rank_p'), 4)}, both in the Holm family); Spearman rho = {_f(sg['spearman']['rho'])} "
+          f"(p = {_f(sg['spearman']['p'], 4)})",
+          f"  • {sg['verdict']}", f"  • Control: {sg['control_verdict']}",
+          f"  • Prompts: {sg.get('against_verdict', 'n/a')}"]
     md = sg["controls"].get("mean difference (raw)")
     if md:
         L.append(f"  • mean-difference direction slope {_f(md['slope'])} (p = {_f(md['p'], 4)})")
@@ -198,7 +199,7 @@ def _probes(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
         return []
     r0 = pr["results"][0]
     L = [f"Probe comparison ({r0['n_splits']}-fold {r0['folds']}, split {pr['split']}, {r0['n_pos']} honest / "
-         f"{r0['n_neg']} deceptive, {r0['n_groups']} groups; null = whole groups' labels flipped)", "",
+         f"{r0['n_neg']} deceptive, {r0['n_groups']} units; null = {r0.get('null', '')})", "",
          "representation | balanced accuracy | 95% CI | p | AUROC | 95% CI | p", "---|---|---|---|---|---|---"]
     for p in pr["results"]:
         L.append(f"{p['name']} | {_f(p['balanced_accuracy'])} ± {_f(p['balanced_accuracy_std'])} | "

@@ -5,7 +5,6 @@ Kept apart from the statistics so those stay pure; everything here touches torch
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -32,19 +31,12 @@ def load_sae(spec: Any, *, device: str = "cpu") -> SAE:
         spec = {"path": str(spec)}
     if not isinstance(spec, dict):
         raise TypeError(f"SAE spec must be an SAE, a path or a dict with path / release+sae_id, got {type(spec)}")
-    if spec.get("path"):
-        p = Path(spec["path"])
-        if not p.exists():
-            raise FileNotFoundError(f"SAE folder {p} does not exist.")
-        return SAE.load_from_disk(str(p), device=device)
-    if spec.get("release"):
-        try:  # registers the Gemma 4 behavior releases with SAELens when that module exists
-            from gemma4_saelens_ext.releases import register_releases
+    from gemma4_saelens_ext.releases.folders import load_release, load_sae_folder
 
-            register_releases()
-        except ImportError:  # pragma: no cover
-            pass
-        return SAE.from_pretrained(spec["release"], spec.get("sae_id"), device=device)
+    if spec.get("path"):
+        return load_sae_folder(spec["path"], device=device)  # a damaged folder's error names the file
+    if spec.get("release"):
+        return load_release(spec["release"], spec.get("sae_id"), device=device)  # close names of a misspelling
     raise ValueError(f"SAE spec {spec} needs `path` or `release` (+ `sae_id`).")
 
 
@@ -145,10 +137,12 @@ def check_sae_matches(sae: SAE, *, d_model: int | None = None, layer: int | None
 
 
 def _saved_cfg(spec: Any) -> tuple[str, dict[str, Any]] | None:
-    """``(folder, cfg.json)`` of an SAE given as a folder, read without its weights; None for any other spec."""
+    """``(folder, cfg.json)`` of an SAE given as a folder, checked without loading its weights (a missing or damaged
+    folder is an error naming the file); None for any other spec."""
+    from gemma4_saelens_ext.releases.folders import check_sae_folder
+
     path = spec if isinstance(spec, (str, Path)) else spec.get("path") if isinstance(spec, dict) else None
-    f = Path(path) / "cfg.json" if path else None
-    return (str(path), json.loads(f.read_text())) if f is not None and f.is_file() else None
+    return (str(path), check_sae_folder(path)) if path else None
 
 
 def check_before_loading(cfg: Any) -> None:

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gemma4_saelens_ext.options import config_from_dict
 
 logger = logging.getLogger(__name__)
@@ -18,7 +16,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "SuiteConfig", "ModelSpec", "DatasetSpec", "StatsSpec", "ReconstructionSpec", "DValuesSpec", "ProbesSpec",
     "SteeringSpec", "StabilitySpec", "TopLatentsSpec", "PortabilitySpec", "ControlSpec", "load_suite",
-    "SAE_KEYS", "SUITE_OWNED_TRAINING_KEYS", "training_overrides",
+    "SAE_KEYS", "SUITE_OWNED_TRAINING_KEYS", "training_overrides", "SUITE_RANGES", "check_suite_values",
 ]
 
 
@@ -76,6 +74,12 @@ class StatsSpec:
     """Significance level (the primary test, and the Holm-adjusted others)."""
     row_level_diagnostic: bool = True
     """Also report the row-level null on the eval split, labelled as a diagnostic (it assumes independent rows)."""
+    cluster: str | None = None
+    """A row column (e.g. family, scenario, source_file) that is the unit of inference, joined with the prompt
+    groups: every null, bootstrap and fold then works on whole clusters. None: detected (the first of family,
+    scenario, source_file, source within which the labels are constant; see docs/evals.md)."""
+    detect_cluster: bool = True
+    """With ``cluster`` unset, look for a coarser column within which the labels are constant and use it."""
 
 
 @dataclass
@@ -150,8 +154,9 @@ class SteeringSpec:
     """Prompts steered, a seeded sample of whole groups."""
     judge: str = "keyword"
     """Judge of the steered completions (``keyword`` or ``llm:NAME``)."""
-    n_random_directions: int = 8
-    """Control directions: this many random unit directions at the same scale."""
+    n_random_directions: int = 19
+    """Control directions: this many random unit directions at the same scale; the SAE direction's rank among them
+    is a test whose smallest p is 1/(1 + n): 19 or more lets it reach 0.05."""
     mean_difference: bool = True
     """Also sweep the raw mean-difference direction."""
     scale: str = "residual_norm"
@@ -308,26 +313,66 @@ def _check_sae(cfg: SuiteConfig) -> None:
     load_training_config(sae["train"], training_overrides(cfg, "<train split>", "<out>"))  # names, sections, sizes
 
 
+_POS = dict(low=1, integer=True)
+#: the ranges of the suite's numbers (key -> check_range kwargs); a value outside makes a result wrong or meaningless
+SUITE_RANGES: dict[str, dict[str, Any]] = {
+    "model.batch_size": _POS, "model.max_length": _POS, "dataset.max_rows_per_split": _POS,
+    "stats.n_permutations": _POS, "stats.n_bootstrap": _POS, "stats.probe_permutations": _POS,
+    "stats.min_class_size": _POS, "stats.threshold": dict(low=0, low_open=True), "stats.top_n": _POS,
+    "stats.alpha": dict(low=0, high=1, low_open=True, high_open=True), "reconstruction.max_texts": _POS,
+    "control.min_groups": _POS, "probes.n_splits": dict(low=2, integer=True), "probes.lexical_chars": _POS,
+    "steering.top_n": _POS, "steering.max_new_tokens": _POS, "steering.temperature": dict(low=0),
+    "steering.n_prompts": _POS, "stability.threshold": dict(low=0, low_open=True), "stability.top_n": _POS,
+    "stability.samples_per_prompt": _POS, "stability.max_new_tokens": _POS, "top_latents.n_latents": _POS,
+    "top_latents.n_examples": _POS, "portability.max_ev_drop": dict(low=0, high=1), "portability.max_texts": _POS,
+    "portability.max_alive_shift": dict(low=0),
+}  # fmt: skip
+
+
+def check_suite_values(cfg: SuiteConfig) -> None:
+    """Every number of the suite in its range (:data:`SUITE_RANGES`) and the lists that must not be empty; the error
+    names the key, e.g. ``stats.alpha=5 is out of range: it must be in (0, 1)``."""
+    from gemma4_saelens_ext.errors import UserError, check_range
+
+    for key, kw in SUITE_RANGES.items():
+        section, name = key.split(".")
+        check_range(key, getattr(getattr(cfg, section), name), **kw)
+    for steer_alpha in cfg.steering.alphas:
+        check_range("steering.alphas", steer_alpha)
+    if cfg.steering.enabled and not cfg.steering.alphas:
+        raise UserError("steering.alphas is empty.", "give the steering strengths, e.g. [-1, 0, 1].")
+    if cfg.stability.enabled and not cfg.stability.seeds:
+        raise UserError("stability.seeds is empty.", "give one seed per resample, e.g. [101, 107, 113].")
+    if cfg.control.enabled and len(cfg.control.contrast) != 2:
+        raise UserError(f"control.contrast={cfg.control.contrast!r} must name two variants.",
+                        "give [variant, reference], e.g. [V3, neutral].")
+
+
 def load_suite(path_or_dict: str | Path | dict[str, Any], **overrides: Any) -> SuiteConfig:
     """Parse and validate a suite (no model or data loads). ``overrides`` replace top-level keys."""
-    from gemma4_saelens_ext.evals.steering import check_scale_kind
-    from gemma4_saelens_ext.models.precision import get_precision
+    from gemma4_saelens_ext.errors import UserError, expect_mapping
 
     if isinstance(path_or_dict, dict):
         data, src = dict(path_or_dict), None
     else:
-        from gemma4_saelens_ext.paths import resolve_project_file
+        from gemma4_saelens_ext.paths import read_yaml_mapping, resolve_project_file
 
         src = str(resolve_project_file(path_or_dict, "evals"))
-        data = yaml.safe_load(Path(src).read_text()) or {}
+        data = read_yaml_mapping(src, f"suite {src}")
+    data = expect_mapping(f"suite {src or '<dict>'}", data)
     data.update({k: v for k, v in overrides.items() if v is not None})
     for req in ("name", "sae"):
         if req not in data:
-            raise ValueError(f"suite {src or '<dict>'}: missing required key {req!r}")
+            raise UserError(f"suite {src or '<dict>'}: missing required key {req!r}",
+                            "see docs/evals.md for the suite's keys.")
     cfg: SuiteConfig = config_from_dict(SuiteConfig, data, "suite")
+    check_suite_values(cfg)
     cfg.source_file = src
     if cfg.pooling not in ("last", "mean", "max"):
         raise ValueError(f"suite.pooling must be last, mean or max, got {cfg.pooling!r}")
+    from gemma4_saelens_ext.evals.steering import check_scale_kind  # imports torch: after the file's checks
+    from gemma4_saelens_ext.models.precision import get_precision
+
     get_precision(cfg.model.precision)
     check_scale_kind(cfg.steering.scale)
     for p in cfg.portability.precisions:

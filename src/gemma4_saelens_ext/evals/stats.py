@@ -27,85 +27,19 @@ from typing import Any
 
 import numpy as np
 
+# the labels have one home (:mod:`.labels`); re-exported for the statistics that use them as ``S.*``
+from gemma4_saelens_ext.evals.labels import (
+    NEGATIVE, NON_DECISIVE, POSITIVE, check_binary_labels, class_size_warnings, encode_labels,
+)
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "POSITIVE",
-    "NEGATIVE",
-    "encode_labels",
-    "check_binary_labels",
-    "class_size_warnings",
-    "cohens_d",
-    "d_summary",
-    "fast_cohens_d",
-    "weighted_cohens_d",
-    "permutation_null_d",
-    "bootstrap_d",
-    "permutation_p",
-    "percentile_ci",
-    "bootstrap_ci",
-    "verdict",
+    "POSITIVE", "NEGATIVE", "encode_labels", "NON_DECISIVE", "check_binary_labels", "class_size_warnings", "cohens_d",
+    "d_summary", "fast_cohens_d", "weighted_cohens_d", "permutation_null_d", "bootstrap_d", "permutation_p",
+    "percentile_ci", "bias_corrected_ci", "bootstrap_ci", "verdict",
 ]
 
-POSITIVE = "honest"
-NEGATIVE = "deceptive"
-
-
-# ----------------------------------------------------------------------------------------------------- labels
-
-
-def encode_labels(
-    labels: Sequence[Any], positive: str = POSITIVE, negative: str = NEGATIVE
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map string labels to (keep_mask, y) with y in {0,1}; anything not positive/negative (e.g. ``ambiguous``)
-    is dropped via the mask. Bool/int labels pass through (1 = positive)."""
-    arr = np.asarray(list(labels), dtype=object)
-    if arr.size == 0:
-        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    if all(isinstance(v, (bool, np.bool_, int, np.integer)) for v in arr):
-        y = np.asarray(arr, dtype=np.int64)
-        if not set(np.unique(y)).issubset({0, 1}):
-            raise ValueError(f"Integer labels must be 0/1, got values {sorted(set(np.unique(y)))}.")
-        return np.ones(len(y), dtype=bool), y
-    s = np.asarray([str(v) for v in arr])
-    keep = (s == positive) | (s == negative)
-    return keep, (s[keep] == positive).astype(np.int64)
-
-
-def check_binary_labels(y: np.ndarray, *, what: str = "labels", min_per_class: int = 2) -> tuple[int, int]:
-    """Raise a clear error for empty / one-class / too-small label vectors; return (n_positive, n_negative).
-
-    ``min_per_class=2`` is the floor for a pooled SD (n-1 > 0 in each class)."""
-    y = np.asarray(y)
-    if y.size == 0:
-        raise ValueError(f"{what}: empty (no honest/deceptive samples). Check the split name and label column.")
-    n1 = int((y == 1).sum())
-    n0 = int((y == 0).sum())
-    if n1 == 0 or n0 == 0:
-        only = POSITIVE if n0 == 0 else NEGATIVE
-        raise ValueError(
-            f"{what}: only one class present ({n1 + n0} samples, all {only!r}); a between-class statistic needs "
-            f"both {POSITIVE!r} and {NEGATIVE!r} samples."
-        )
-    if min(n1, n0) < min_per_class:
-        raise ValueError(
-            f"{what}: needs >= {min_per_class} samples per class, got {POSITIVE}={n1}, {NEGATIVE}={n0}."
-        )
-    return n1, n0
-
-
-def class_size_warnings(y: np.ndarray, min_per_class: int, *, what: str = "split") -> list[str]:
-    """Warnings (also logged) when a class is smaller than ``min_per_class``: small classes make d and probe
-    accuracy noisy, and the report should say so next to the number."""
-    y = np.asarray(y)
-    out = []
-    for cls, name in ((1, POSITIVE), (0, NEGATIVE)):
-        n = int((y == cls).sum())
-        if n < min_per_class:
-            msg = f"{what}: only {n} {name} samples (< min_class_size={min_per_class}); statistics are noisy."
-            logger.warning(msg)
-            out.append(msg)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ Cohen's d
@@ -145,32 +79,35 @@ def _safe_ratio(diff: np.ndarray, sd: np.ndarray, eps: float) -> np.ndarray:
         return np.where(sd > eps, diff / np.where(sd > eps, sd, 1.0), sep)
 
 
-def cohens_d(acts: Any, y: Any, *, eps: float = 1e-8) -> np.ndarray:
+def cohens_d(acts: Any, y: Any, *, weights: Any = None, eps: float = 1e-8) -> np.ndarray:
     """Per-latent Cohen's d (pooled SD), vectorized over latents. ``acts`` [n, k], ``y`` 0/1 [n] -> [k] float64.
 
-    Computed on column-centred float64 data (two-pass formula) so large activation offsets do not cancel."""
-    x = _as_2d_float(acts).astype(np.float64, copy=False)
+    Two-pass formula in float64 (1024 columns at a time: bounded temporaries), so large activation offsets do not
+    cancel. ``weights`` [n] (frequency weights, e.g. a null design's balance weights): weighted class means and
+    squared deviations, ``n`` -> sum of weights."""
+    x = _as_2d_float(acts)
     y = np.asarray(y).astype(bool)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"acts has {x.shape[0]} rows but y has {y.shape[0]} labels")
     check_binary_labels(y.astype(int), what="cohens_d")
-    a, b = x[y], x[~y]
-    n1, n0 = a.shape[0], b.shape[0]
-    m1, m0 = a.mean(0), b.mean(0)
-    ss = ((a - m1) ** 2).sum(0) + ((b - m0) ** 2).sum(0)
-    sd = np.sqrt(ss / (n1 + n0 - 2))
-    return _safe_ratio(m1 - m0, sd, eps)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    w = None if w is None or np.all(w == 1) else w
+    n1, n0 = (int(y.sum()), int((~y).sum())) if w is None else (w[y].sum(), w[~y].sum())
+    out = np.empty(x.shape[1])
+    for j in range(0, x.shape[1], 1024):
+        a, b = x[y, j : j + 1024].astype(np.float64), x[~y, j : j + 1024].astype(np.float64)
+        if w is None:
+            m1, m0 = a.mean(0), b.mean(0)
+            ss = ((a - m1) ** 2).sum(0) + ((b - m0) ** 2).sum(0)
+        else:
+            m1, m0 = w[y] @ a / n1, w[~y] @ b / n0
+            ss = w[y] @ (a - m1) ** 2 + w[~y] @ (b - m0) ** 2
+        out[j : j + 1024] = _safe_ratio(m1 - m0, np.sqrt(ss / (n1 + n0 - 2)), eps)
+    return out
 
 
-def weighted_cohens_d(
-    x: np.ndarray,
-    w1: np.ndarray,
-    w0: np.ndarray | None = None,
-    *,
-    x2: np.ndarray | None = None,
-    totals: tuple[np.ndarray, np.ndarray] | None = None,
-    eps: float = 1e-8,
-) -> np.ndarray:
+def weighted_cohens_d(x: np.ndarray, w1: np.ndarray, w0: np.ndarray | None = None, *, x2: np.ndarray | None = None,
+                      totals: tuple[np.ndarray, np.ndarray] | None = None, eps: float = 1e-8) -> np.ndarray:
     """Cohen's d for B weightings at once: ``w1``/``w0`` are [B, n] non-negative integer weights (membership
     counts) of the two groups. Returns [B, k].
 
@@ -184,19 +121,14 @@ def weighted_cohens_d(
     if x2 is None:
         x2 = x * x
     w1 = w1.astype(dt, copy=False)
-    s1 = (w1 @ x).astype(np.float64)
-    q1 = (w1 @ x2).astype(np.float64)
-    n1 = w1.sum(1, keepdims=True).astype(np.float64)
+    s1, q1, n1 = (w1 @ x).astype(np.float64), (w1 @ x2).astype(np.float64), w1.sum(1, keepdims=True).astype(np.float64)
     if w0 is None:
         if totals is None:
             totals = (x.sum(0, dtype=np.float64), x2.sum(0, dtype=np.float64))
-        s0 = totals[0][None, :] - s1
-        q0 = totals[1][None, :] - q1
-        n0 = float(x.shape[0]) - n1
+        s0, q0, n0 = totals[0][None, :] - s1, totals[1][None, :] - q1, float(x.shape[0]) - n1
     else:
         w0 = w0.astype(dt, copy=False)
-        s0 = (w0 @ x).astype(np.float64)
-        q0 = (w0 @ x2).astype(np.float64)
+        s0, q0 = (w0 @ x).astype(np.float64), (w0 @ x2).astype(np.float64)
         n0 = w0.sum(1, keepdims=True).astype(np.float64)
     return _d_from_moments(s1, q1, n1, s0, q0, n0, eps)
 
@@ -341,6 +273,19 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
         return (float("nan"), float("nan"))
     lo = (1 - level) / 2
     return (float(np.quantile(s, lo)), float(np.quantile(s, 1 - lo)))
+
+
+def bias_corrected_ci(observed: float, samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of a bootstrapped *maximum* shifted by its bootstrap bias ``mean(T*) - T``: the max
+    over many latents re-taken in every resample sits above the observed max (a resample lets another latent
+    win), so the plain percentile interval can miss it. ``[T - (mean* - q_lo), T + (q_hi - mean*)]``."""
+    s = np.asarray(samples, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if s.size == 0 or not math.isfinite(observed):
+        return (float("nan"), float("nan"))
+    lo, hi = percentile_ci(s, level)
+    m = float(s.mean())
+    return (float(observed - (m - lo)), float(observed + (hi - m)))
 
 
 def bootstrap_ci(

@@ -20,10 +20,16 @@ to layer L and branched there (the rows differ only after L). Monotonicity: Spea
 of alpha vs honest rate with an exact permutation p; OLS slope with an exact permutation p and a bootstrap CI over
 prompt groups.
 
-Controls: the same sweep, at the same scale, along ``n_random`` random unit directions and along the raw
-mean-difference direction. The SAE direction's slope is reported as a percentile of the random slopes: a slope
-that random pushes of the same size also produce (e.g. by breaking the text) is not evidence about the latents.
-The ambiguous rate per alpha shows incoherence (text that names neither role).
+Controls: the same sweep, at the same scale, along ``n_random`` random unit directions (19 by default, so the rank
+test can reach p = 1/20 = 0.05) and along the raw mean-difference direction. The SAE direction's slope is ranked
+among the random slopes: rank p = (1 + #{random slopes >= SAE slope}) / (1 + n_random), a one-sided test of "this
+direction moves the honest rate no more than a random push of the same length" (e.g. one that merely breaks the
+text). It is reported beside the slope's own p and both enter the report's Holm family. Beside them: the share of
+prompts that move *against* the intended direction (their own honest-vs-alpha slope is negative) and a group
+bootstrap CI on the slope. The ambiguous rate per alpha shows incoherence (text that names neither role).
+
+The statistics (:func:`steering_analysis`) take only the judged outcomes per direction, alpha and prompt, so the
+generation (:func:`run_steering`) can change underneath them.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ __all__ = [
     "run_steering",
     "steered_completions",
     "slope_percentile",
+    "rank_p",
+    "prompt_slopes",
+    "steering_analysis",
     "make_judge",
 ]
 
@@ -255,20 +264,20 @@ def run_steering(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 8,
-    n_bootstrap: int = 1000,
-    groups: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """For each named unit direction, generate every row's ``prompt`` at each alpha with ``alpha * scale * u``
-    added to layer ``layer`` (:func:`steered_completions`), judge, and summarize (:func:`sweep_statistics`).
-    ``batch_size`` is kept for callers; the rows of a prompt's directions and alphas share one batch."""
+    added to layer ``layer`` and judge it: ``{name: {"labels": [alpha][prompt] judge labels, "examples": ...}}``
+    (the statistics: :func:`steering_analysis`).
+
+    Generation: :func:`steered_completions` (every direction and alpha of a prompt in one batch, the prompt run once
+    up to the layer; one seed per prompt, the same at every alpha and for every direction, alpha = 0 generated once
+    and shared). ``batch_size`` is kept for callers; a prompt's rows share one batch."""
     comps = steered_completions(lm, layer, directions, rows, scale=scale, alphas=alphas,
                                 max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     out: dict[str, dict[str, Any]] = {}
     for name, per_alpha in comps.items():
-        labels = [judge(rows, c) for c in per_alpha]
-        res = sweep_statistics(alphas, labels, n_bootstrap=n_bootstrap, seed=seed, groups=groups)
-        res["examples"] = {str(float(a)): c[:3] for a, c in zip(alphas, per_alpha)}
-        out[name] = res
+        out[name] = {"labels": [judge(rows, c) for c in per_alpha],
+                     "examples": {str(float(a)): c[:3] for a, c in zip(alphas, per_alpha)}}
     return out
 
 
@@ -278,3 +287,94 @@ def slope_percentile(slope: float, control_slopes: Sequence[float]) -> float:
     if not c.size or not np.isfinite(slope):
         return float("nan")
     return float(((c < slope).sum() + 0.5 * (c == slope).sum()) / c.size)
+
+
+def rank_p(slope: float, control_slopes: Sequence[float]) -> float:
+    """One-sided rank p of ``slope`` among control slopes: ``(1 + #{control >= slope}) / (1 + n)`` (NaN controls
+    left out; ties count against). Its smallest value is ``1 / (1 + n)``."""
+    c = np.asarray([v for v in control_slopes if np.isfinite(v)], dtype=np.float64)
+    if not c.size or not np.isfinite(slope):
+        return float("nan")
+    return float((1 + (c >= slope - 1e-12).sum()) / (1 + c.size))
+
+
+def prompt_slopes(alphas: Sequence[float], labels: Sequence[Sequence[str]]) -> np.ndarray:
+    """Each prompt's own OLS slope of honest (1) / deceptive (0) on alpha over its decisive alphas ([P]; NaN when
+    fewer than two distinct alphas are decisive)."""
+    lab = np.asarray(labels, dtype=object)
+    h = np.where(lab == S.POSITIVE, 1.0, np.where(lab == S.NEGATIVE, 0.0, np.nan))  # [A, P]
+    al = np.broadcast_to(np.asarray(alphas, dtype=np.float64)[:, None], h.shape)
+    ok = np.isfinite(h)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = ok.sum(0)
+        ma = np.where(ok, al, 0).sum(0) / n
+        mh = np.where(ok, h, 0).sum(0) / n
+        sxx = np.where(ok, (al - ma) ** 2, 0).sum(0)
+        sxy = np.where(ok, (al - ma) * (np.nan_to_num(h) - mh), 0).sum(0)
+        return np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1), np.nan)
+
+
+def _slope_only(alphas: Sequence[float], labels: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """A random direction's per-alpha rates and OLS slope (its own permutation p is not needed: it is a control)."""
+    rates = [honest_rate(row) for row in labels]
+    r = np.array([x["honest_rate"] for x in rates])
+    ok = np.isfinite(r)
+    b = T.slope(np.asarray(alphas, dtype=np.float64)[ok], r[ok]) if ok.sum() >= 2 else float("nan")
+    return {"per_alpha": rates, "slope": {"slope": b, "p": float("nan")}}
+
+
+def steering_analysis(
+    alphas: Sequence[float],
+    outcomes: dict[str, Sequence[Sequence[str]]],
+    *,
+    target: str = "SAE",
+    groups: Any = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    alpha_level: float = 0.05,
+) -> dict[str, Any]:
+    """The steering statistics from judged outcomes only: ``outcomes[direction][a][i]`` = judge label of prompt i
+    at ``alphas[a]`` along that direction (``target`` is the SAE direction; names starting with ``random`` are the
+    random controls). Returns the target's sweep (:func:`sweep_statistics`, slope CI over prompt groups when
+    ``groups``), its rank p among the random directions, the share of prompts moving against the intended
+    direction, each control's slope and p, and verdict lines."""
+    if target not in outcomes:
+        raise ValueError(f"steering: no outcomes for the target direction {target!r}; got {sorted(outcomes)}")
+    main = sweep_statistics(alphas, outcomes[target], n_bootstrap=n_bootstrap, seed=seed, alpha_level=alpha_level,
+                            groups=groups)
+    controls = {k: (_slope_only(alphas, v) if k.startswith("random") else
+                    sweep_statistics(alphas, v, n_bootstrap=0, seed=seed, alpha_level=alpha_level))
+                for k, v in outcomes.items() if k != target}
+    rand = [v["slope"]["slope"] for k, v in controls.items() if k.startswith("random")]
+    n_rand = len(rand)
+    b = main["slope"]["slope"]
+    rp = rank_p(b, rand)
+    pct = slope_percentile(b, rand)
+    ps = prompt_slopes(alphas, outcomes[target])
+    defined = np.isfinite(ps)
+    against = float((ps[defined] < 0).mean()) if defined.any() else float("nan")
+    towards = float((ps[defined] > 0).mean()) if defined.any() else float("nan")
+    warns = []
+    if 1.0 / (1 + max(n_rand, 0)) > alpha_level:
+        warns.append(f"steering: {n_rand} random directions, so the rank p cannot go below {1 / (1 + n_rand):.3g} > "
+                     f"alpha {alpha_level:g} (use >= {int(np.ceil(1 / alpha_level)) - 1} random directions)")
+        logger.warning(warns[-1])
+    if np.isfinite(rp):
+        control = (f"the SAE direction's slope ranks above {pct:.0%} of {n_rand} random directions of the same length "
+                   f"(rank p = {rp:.3g}): " + ("larger than random pushes" if rp <= alpha_level else
+                                              "not distinguishable from a random push of the same size"))
+    else:
+        control = f"rank among {n_rand} random directions undefined (too few decisive completions for a slope)"
+    out = dict(main)
+    out.update({
+        "random_rank_p": rp, "random_slope_percentile": pct, "n_random_directions": n_rand,
+        "rank_p_min_reachable": 1.0 / (1 + n_rand) if n_rand else float("nan"),
+        "prompt_share_against": against, "prompt_share_towards": towards, "n_prompts_with_slope": int(defined.sum()),
+        "controls": {k: {"slope": v["slope"]["slope"], "p": v["slope"]["p"], "per_alpha": v["per_alpha"]}
+                     for k, v in controls.items()},
+        "control_verdict": control,
+        "against_verdict": (f"{against:.0%} of {int(defined.sum())} prompts move against the intended direction "
+                            f"({towards:.0%} with it)" if defined.any() else "no prompt has a defined slope"),
+        "warnings": warns,
+    })
+    return out

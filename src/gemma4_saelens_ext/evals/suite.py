@@ -53,23 +53,32 @@ def _tests(fams: dict[str, Any], pvalues: dict[str, float], alpha: float) -> dic
 
 
 def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str | None = None) -> Path:
-    """Run every enabled family and write ``report.json``, ``report.md`` and plots; returns the report folder."""
+    """Run every enabled family and write ``report.json``, ``report.md`` and plots; returns the report folder. The
+    output folder is checked first and locked for the run."""
+    from gemma4_saelens_ext.evals.saeio import check_before_loading
+    from gemma4_saelens_ext.io import check_out, output_lock
+
+    if not isinstance(cfg, SuiteConfig):
+        cfg = load_suite(cfg)
+    out = check_out(output_dir or cfg.output_dir, what="output_dir (--out)")  # before any work
+    check_before_loading(cfg)  # layer and SAE widths against the model's config.json, before anything loads
+    with output_lock(out, what="output_dir (--out)"):  # a second run into the same folder is refused
+        return _run(cfg, out)
+
+
+def _run(cfg: SuiteConfig, out: Path) -> Path:
+    from gemma4_saelens_ext.errors import check_finite
     from gemma4_saelens_ext.evals import probes as P
     from gemma4_saelens_ext.evals import report as REP
     from gemma4_saelens_ext.evals.context import SuiteContext, labelled_split
     from gemma4_saelens_ext.evals.data import load_rows, scripted_rows
+    from gemma4_saelens_ext.evals.groups import check_split_overlap
     from gemma4_saelens_ext.evals.families import FAMILIES, run_families
-    from gemma4_saelens_ext.evals.saeio import (
-        check_before_loading, check_sae_matches, encode_unit, load_sae, sae_layer, train_suite_sae,
-    )
+    from gemma4_saelens_ext.evals.saeio import check_sae_matches, encode_unit, load_sae, sae_layer, train_suite_sae
     from gemma4_saelens_ext.models.load import load_model
     from gemma4_saelens_ext.versions import package_versions
 
-    if not isinstance(cfg, SuiteConfig):
-        cfg = load_suite(cfg)
-    check_before_loading(cfg)  # layer and SAE widths against the model's config.json, before anything loads
     t0 = time.time()
-    out = Path(output_dir or cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
     report: dict[str, Any] = {"suite": cfg.name, "settings": dataclasses.asdict(cfg), "versions": package_versions(),
@@ -89,16 +98,19 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
         get = lambda s: load_rows(cfg.dataset.path, s)  # noqa: E731
         report["dataset"] = {"kind": "built", "path": cfg.dataset.path}
     ds = cfg.dataset
-    train = labelled_split(ds.train_split, get(ds.train_split), max_rows=ds.max_rows_per_split, seed=cfg.seed,
-                           warnings=warnings)
-    evs = labelled_split(ds.eval_split, get(ds.eval_split), max_rows=ds.max_rows_per_split, seed=cfg.seed,
-                         warnings=warnings)
+    ckw = dict(max_rows=ds.max_rows_per_split, seed=cfg.seed, warnings=warnings, cluster=cfg.stats.cluster,
+               detect_cluster=cfg.stats.detect_cluster)
+    train = labelled_split(ds.train_split, get(ds.train_split), **ckw)
+    evs = labelled_split(ds.eval_split, get(ds.eval_split), **ckw)
+    # latents are chosen on train and measured on eval: a prompt group in both would measure its own selection
+    check_split_overlap(train.groups, evs.groups, what="dataset", names=(ds.train_split, ds.eval_split))
     if cfg.probes.enabled:
         P.check_cv_labels(evs.y, cfg.probes.n_splits, what=f"probes on split {ds.eval_split!r}")
-        if evs.n_groups < cfg.probes.n_splits:
-            raise ValueError(f"probes on split {ds.eval_split!r}: {evs.n_groups} prompt groups but "
+        lay = evs.layout()
+        if lay.n_groups < cfg.probes.n_splits:
+            raise ValueError(f"probes on split {ds.eval_split!r}: {lay.n_groups} {lay.unit}s but "
                              f"{cfg.probes.n_splits}-fold grouped CV needs >= {cfg.probes.n_splits}; use "
-                             f"probes.n_splits={max(2, evs.n_groups)} or add prompts.")
+                             f"probes.n_splits={max(2, lay.n_groups)} or add prompts.")
     iv_rows: list[dict] = []
     if cfg.control.enabled and ds.input_variation_split:
         try:
@@ -108,6 +120,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
     report["dataset"]["sizes"] = {s.name: s.sizes() for s in (train, evs)}
     report["dataset"]["sizes"]["input_variation"] = {"rows": len(iv_rows)}
     report["dataset"]["groups_from"] = {s.name: s.group_source for s in (train, evs)}
+    report["dataset"]["layout"] = {s.name: s.layout().to_dict() for s in (train, evs)}
 
     # ---- SAE (trained first when the suite says so), then the model (shape/layer checks before long work)
     if "train" in cfg.sae:
@@ -132,6 +145,9 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
                        scenario_files=_scenario_files(cfg.dataset.path))
     t = time.time()
     train.acts, evs.acts = ctx.pooled(train.rows), ctx.pooled(evs.rows)
+    for sp in (train, evs):  # an overflow (fp16) gives NaN/inf: refused with a count, never skipped into a verdict
+        check_finite(sp.acts, f"activations of split {sp.name!r} ({cfg.model.source} at {cfg.model.precision}, "
+                     f"layer {layer})")
     ctx.encode = encode_unit(sae, cfg.sae, cfg.encode)
     train.feats, evs.feats = ctx.latents(train.rows, acts=train.acts), ctx.latents(evs.rows, acts=evs.acts)
     report["timings_s"]["activations"] = time.time() - t

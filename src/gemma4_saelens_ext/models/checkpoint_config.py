@@ -22,6 +22,7 @@ from gemma4_saelens_ext.models.embedded import (
     embedded_shape,
     is_embedded,
 )
+from gemma4_saelens_ext.paths import looks_like_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _kind(source: str | Path) -> tuple[str, str | Path]:
         if not (p / "config.json").exists():
             raise ValueError(f"{p} has no config.json: point at a Hugging Face model folder.")
         return "folder", p
-    if p.exists() or s.startswith((".", "/")) or s.count("/") != 1:
+    if p.exists() or not looks_like_hub_id(s):
         raise ValueError(
             f"Model source {s!r} is neither an embedded model, a model folder, nor a Hub id 'org/name'. "
             f"Embedded models: {', '.join(EMBEDDED_MODELS)}."

@@ -143,9 +143,7 @@ def derive_checkpoint(src: Path, out: Path, keep_layers: int | None, text_only: 
     new_cfg = derived_config(cfg, keep_layers, text_only)
     new_cfg["_derived_from"]["source"] = str(src)
     (out / "config.json").write_text(json.dumps(new_cfg, indent=2))
-    for f in src.iterdir():
-        if f.is_file() and (f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "generation_config.json", "chat_template.jinja")):
-            (out / f.name).write_bytes(f.read_bytes())
+    copy_tokenizer_files(src, out)
 
 
 def derived_path(src: Path, keep_layers: int | None, text_only: bool) -> Path:
@@ -160,3 +158,18 @@ def checkpoint_to_load(path: Path, cfg: dict[str, Any], keep: int | None, text_o
     if keep is None and not (is_multimodal(cfg) and text_only):
         return path
     return build_cached(derived_path(path, keep, text_only), lambda out: derive_checkpoint(path, out, keep, text_only))
+
+
+#: files beside the weights that a derived checkpoint keeps as they are (the tokenizer and generation settings)
+_TOKENIZER_FILES = ("special_tokens_map.json", "generation_config.json", "chat_template.jinja")
+
+
+def copy_tokenizer_files(src: Path, out: Path) -> list[str]:
+    """Copy the tokenizer (``tokenizer*``), chat template and generation config of checkpoint ``src`` into ``out``,
+    so a derived checkpoint loads with the same tokenizer; returns the names copied."""
+    names = []
+    for f in Path(src).iterdir():
+        if f.is_file() and (f.name.startswith("tokenizer") or f.name in _TOKENIZER_FILES):
+            (Path(out) / f.name).write_bytes(f.read_bytes())
+            names.append(f.name)
+    return names

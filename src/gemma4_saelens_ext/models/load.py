@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gemma4_saelens_ext.errors import check_device
 from gemma4_saelens_ext.models.checkpoint_config import (
     CheckpointShape,
     check_causal_lm,
@@ -168,6 +169,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
+    check_device(device)  # cuda on a machine without CUDA: said here, not as an assertion deep in torch
     prec = get_precision(precision)
     kwargs = from_pretrained_kwargs(prec)
     path = resolve_source(source)

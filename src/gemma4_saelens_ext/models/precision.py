@@ -86,12 +86,15 @@ def get_precision(name: str | Precision) -> Precision:
 
 
 def require_bitsandbytes() -> None:
+    from gemma4_saelens_ext.errors import MissingDependencyError
+
     try:
         import bitsandbytes  # noqa: F401
-    except ImportError as e:  # pragma: no cover - bitsandbytes is a hard dependency
-        raise ImportError(
-            "The quantized precisions (nf4, nf4-bf16, nf4-fp32compute, int8) need bitsandbytes: `pip install bitsandbytes`, "
-            "or pick an unquantized precision (fp16, bf16, fp32)."
+    except Exception as e:  # an ImportError, or a broken install's own error (a missing CUDA library)
+        raise MissingDependencyError(
+            f"The quantized precisions (nf4, nf4-bf16, nf4-fp32compute, int8) need bitsandbytes, which did not import "
+            f"({e}).",
+            "`pip install -U bitsandbytes`, or pick an unquantized precision (fp16, bf16, fp32).",
         ) from e
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from torch import nn
 
+from gemma4_saelens_ext.models.derived import copy_tokenizer_files
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["quantized_path", "save_quantized"]
@@ -51,7 +53,5 @@ def save_quantized(model: nn.Module, out: Path, derived: Path) -> None:
         weight_map[key] = link.name
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     model.config.save_pretrained(out)
-    for f in derived.iterdir():
-        if f.is_file() and (f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "chat_template.jinja")):
-            (out / f.name).write_bytes(f.read_bytes())
+    copy_tokenizer_files(derived, out)
     logger.info("Saved the quantized layers (%d tensors) to %s", len(rest), out)

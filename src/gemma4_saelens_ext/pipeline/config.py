@@ -7,6 +7,8 @@ from typing import Any, Optional, Union
 
 from simple_parsing.helpers import field as sfield
 
+from gemma4_saelens_ext.errors import check_range
+from gemma4_saelens_ext.io import check_out
 from gemma4_saelens_ext.options import layer_field, switch, precision_field, split_csv
 
 __all__ = ["DemoConfig", "DemoError", "DEMO_TRAIN_CONFIG", "DEMO_SUITE"]
@@ -66,3 +68,7 @@ class DemoConfig:
 
         self.families = split_csv(self.families)
         check_prompt_limit(self.max_prompts_per_family)
+        for name in ("samples_per_prompt", "max_new_tokens", "training_tokens"):
+            check_range(f"--{name.replace('_', '-')}", getattr(self, name), low=1, integer=True)
+        check_range("--min-free-gb", self.min_free_gb, low=0)
+        check_out(self.out)

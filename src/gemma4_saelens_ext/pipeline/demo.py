@@ -48,17 +48,11 @@ STAGES = ("dataset", "train", "eval", "export")
 
 # ------------------------------------------------------------------------------------------------------------ helpers
 def check_disk(path: str | Path, min_free_gb: float) -> float:
-    """Free GB at ``path`` (its nearest existing parent); :class:`DemoError` below ``min_free_gb``."""
-    p = Path(path).resolve()
-    while not p.exists():
-        p = p.parent
-    free = shutil.disk_usage(p).free / 1e9
-    if free < min_free_gb:
-        raise DemoError(
-            f"Only {free:.1f} GB free at {p}; the demo needs about {min_free_gb:.1f} GB for the model cache, dataset, "
-            "SAE and report. Free some space, or point --out (and GEMMA4_SAE_CACHE) at a larger disk."
-        )
-    return free
+    """Free GB at ``path`` (its nearest existing parent); a UserError below ``min_free_gb``
+    (:func:`gemma4_saelens_ext.io.check_disk_space`)."""
+    from gemma4_saelens_ext.io import check_disk_space
+
+    return check_disk_space(path, min_free_gb * 1e9, "the demo (model cache, dataset, SAE and report)") / 1e9
 
 
 def _finite_numbers(obj: Any, where: str = "report") -> list[str]:
@@ -294,12 +288,19 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[st
     from gemma4_saelens_ext.training.config import load_training_config
     from gemma4_saelens_ext.training.runner import check_model_fit
 
-    d = Path(cfg.out)
+    from gemma4_saelens_ext.io import check_out, output_lock
+
+    d = check_out(cfg.out)
     free = check_disk(d, cfg.min_free_gb)
     # config errors before any work: the training config with the demo's settings (its layer and SAE width against
     # the model's config.json) and the suite
     check_model_fit(load_training_config(cfg.config, {**_model_overrides(cfg), **cfg.train_overrides}))
     suite = load_suite_config(cfg, d)
+    with output_lock(d):  # a second demo into the same folder is refused
+        return _run(cfg, d, free, suite, echo)
+
+
+def _run(cfg: DemoConfig, d: Path, free: float, suite: Any, echo: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     if cfg.fresh and d.exists():
         for name in ("dataset", "sae_data", "sae", "sae_checkpoints", "report", "release", "stages.json"):
             p = d / name

@@ -14,7 +14,8 @@ checked on real activations with ``check_encode_convention(sae, activations)``; 
 
 Rooms: :mod:`.spec` (release specs; the leaf), :mod:`.checkpoint` (safe reading), :mod:`.convert` (upstream
 layout -> SAELens), :mod:`.convention` / :mod:`.convention_check`, :mod:`.loader` (the SAELens loader),
-:mod:`.registry` (SAELens's tables), :mod:`.export`, :mod:`.card`, :mod:`.manifest`, :mod:`.to_upstream`.
+:mod:`.registry` (SAELens's tables), :mod:`.folders` (load a folder or a release, errors naming the file),
+:mod:`.export`, :mod:`.card`, :mod:`.manifest`, :mod:`.to_upstream`.
 May import: ``models`` and the package's leaves; sae_lens, torch, huggingface_hub.
 """
 
@@ -26,6 +27,7 @@ _EXPORTS = {
     "unregister_release": "registry", "list_releases": "registry", "get_release": "registry",
     "set_encode_convention": "registry", "ReleaseFilesNotFoundError": "loader",
     "check_encode_convention": "convention_check", "load_upstream_sae": "convert", "export_sae": "export",
+    "load_sae_folder": "folders", "load_release": "folders", "check_sae_folder": "folders",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,32 +7,13 @@ reads it back (``ModelCard.load(path).data``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
+from gemma4_saelens_ext.io import to_jsonable
 from gemma4_saelens_ext.models.precision import PRECISIONS, get_precision
 
-__all__ = ["build_model_card", "jsonable"]
-
-
-def jsonable(value: Any) -> Any:
-    """Metadata -> JSON/YAML-safe values (BitsAndBytesConfig etc. become dicts, dtypes strings, inf a string)."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, torch.dtype):
-        return str(value).replace("torch.", "")
-    if hasattr(value, "to_dict"):
-        return jsonable(value.to_dict())
-    return str(value)
+__all__ = ["build_model_card"]
 
 
 def _drop_none(value: Any) -> Any:
@@ -79,7 +60,7 @@ def build_model_card(
         base_model=metadata.get("model_name"),
         library_name="saelens",
         tags=["sae_lens", "sparse-autoencoder", arch, "gemma4", *([precision] if precision else [])],
-        sae=_drop_none(jsonable(sae_info)),
+        sae=_drop_none(to_jsonable(sae_info)),
     )
     name = repo_id or release
     lines = [

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from gemma4_saelens_ext.io import atomic_path, atomic_write, atomic_write_json
+from gemma4_saelens_ext.io import atomic_path, atomic_write, atomic_write_json, to_jsonable
 from gemma4_saelens_ext.models.layers import parse_layer
 from gemma4_saelens_ext.models.precision import PRECISIONS, get_precision
-from gemma4_saelens_ext.releases.card import build_model_card, jsonable
+from gemma4_saelens_ext.releases.card import build_model_card
 from gemma4_saelens_ext.releases.manifest import MANIFEST_FILENAME, previous_entries, write_manifest
 from gemma4_saelens_ext.releases.spec import (
     GEMMA4_E2B, SAELENS_CFG, SAELENS_WEIGHTS, UPSTREAM_LAYOUTS, default_hf_hook_name, hook_names_for_layer,
@@ -100,7 +100,7 @@ def _json_metadata(sae: Any, extra: Mapping[str, Any]) -> Iterator[None]:
     from sae_lens.saes.sae import SAEMetadata
 
     old = sae.cfg.metadata
-    sae.cfg.metadata = SAEMetadata(**jsonable({**old.to_dict(), **extra}))
+    sae.cfg.metadata = SAEMetadata(**to_jsonable({**old.to_dict(), **extra}))
     try:
         yield
     finally:
@@ -162,7 +162,9 @@ def export_sae(
         raise ValueError(f"upstream_layout must be one of {UPSTREAM_LAYOUTS}")
     if push_to_hub and not repo_id:
         raise ValueError("push_to_hub=True needs repo_id")
-    out_dir = Path(out_dir)
+    from gemma4_saelens_ext.io import check_out
+
+    out_dir = check_out(out_dir, what="out_dir")  # an existing file there is refused before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     inf = _inference_sae(sae)
     src_meta = inf.cfg.metadata
@@ -212,7 +214,7 @@ def export_sae(
         upstream_path = out_dir / name
         with atomic_path(upstream_path) as tmp:
             torch.save(sd, tmp)  # plain tensors only: loads with torch.load(weights_only=True)
-        atomic_write_json(out_dir / SAELENS_CFG, jsonable(up_cfg))
+        atomic_write_json(out_dir / SAELENS_CFG, to_jsonable(up_cfg))
         paths["upstream"] = name
         files += [name, "cfg.json"]
 

@@ -59,29 +59,22 @@ def _resolve_file(repo_id: str, filename: str, files: tuple[str, ...], force_dow
                 f"{filename} not found in local release folder {repo_id} (expected {path}); needed files: {list(files)}"
             )
         return path
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import hf_hub_download
 
     cache_dir = _hub_cache_dir()
-    if not force_download:
-        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
-        if isinstance(cached, str) and os.path.isfile(cached):
-            return Path(cached)
+    offline = _offline()  # read at call time: huggingface_hub reads HF_HUB_OFFLINE once, at import
     how = (
         f"Fetch it on a machine with network access:\n    {_fetch_command(repo_id, files)}\n"
         f"(or `hf download {repo_id} {' '.join(files)}`; set HF_HUB_CACHE to the cache used here), or download the "
         "files into a folder and register it as a local release: register_release(ReleaseSpec(..., local_dir=FOLDER))."
     )
-    if _offline():
-        raise ReleaseFilesNotFoundError(
-            f"{filename} of Hub repo {repo_id} is not in the local Hugging Face cache ({cache_dir}) and offline "
-            f"mode is on (HF_HUB_OFFLINE=1). {how}"
-        )
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=cache_dir, force_download=force_download))
-    except Exception as e:  # network errors, missing repo/file, offline fallbacks
-        raise ReleaseFilesNotFoundError(
-            f"could not get {filename} of Hub repo {repo_id} ({type(e).__name__}: {e}). {how}"
-        ) from e
+    try:  # the cache first; the network only when online (and on a network error, the cached copy)
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=cache_dir,
+                                    force_download=force_download and not offline, local_files_only=offline))
+    except Exception as e:  # not cached offline, network errors, missing repo/file
+        where = (f"is not in the local Hugging Face cache ({cache_dir}) and offline mode is on (HF_HUB_OFFLINE=1)"
+                 if offline else f"could not be downloaded ({type(e).__name__}: {e})")
+        raise ReleaseFilesNotFoundError(f"{filename} of Hub repo {repo_id} {where}. {how}") from e
 
 
 def _find_spec(repo_id: str, folder_name: str) -> tuple[Any, Any]:

@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from gemma4_saelens_ext.io import atomic_write_json
-from gemma4_saelens_ext.releases.card import jsonable
+from gemma4_saelens_ext.io import atomic_write_json, to_jsonable
 from gemma4_saelens_ext.releases.spec import GEMMA4_E2B, ReleaseSpec, SAESpec
 
 __all__ = ["MANIFEST_FILENAME", "previous_entries", "write_manifest", "release_spec_from_folder"]
@@ -71,7 +70,7 @@ def write_manifest(
         "repo_id": repo_id,
         "saes": previous_entries(out_dir, release, sae_id, set(paths)) + [entry],
     }
-    return atomic_write_json(out_dir / MANIFEST_FILENAME, jsonable(manifest))
+    return atomic_write_json(out_dir / MANIFEST_FILENAME, to_jsonable(manifest))
 
 
 def release_spec_from_folder(

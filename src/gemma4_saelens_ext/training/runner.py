@@ -120,18 +120,35 @@ def train(
 ):
     """Train and save a TopK SAE. Returns ``(sae, output_path)``; reload with ``SAE.load_from_disk(output_path)``.
 
+    Before any model loads: the config is checked (:func:`~gemma4_saelens_ext.training.config.load_training_config`)
+    and so are the output and checkpoint folders (:func:`gemma4_saelens_ext.io.check_out`); the output folder is
+    then locked for the run (:func:`gemma4_saelens_ext.io.output_lock`: a second run on it is refused).
     ``callbacks``: objects with ``install(trainer)``, attached to the trainer the runner builds
-    (:func:`attach_callbacks`), e.g. :class:`gemma4_saelens_ext.evals.training_callback.TrainingEvalHook`.
+    (:func:`attach_callbacks`), e.g. :class:`gemma4_saelens_ext.evals.training_callback.TrainingEvalHook`; a
+    :class:`~gemma4_saelens_ext.training.progress.TrainingProgress` bar is added unless one is given.
     """
+    from contextlib import nullcontext
+
+    from gemma4_saelens_ext.io import check_out, output_lock
+    from gemma4_saelens_ext.training.progress import TrainingProgress
+
     spec = config if isinstance(config, TrainingSpec) else load_training_config(config, overrides)
-    runner = build_runner(spec)
-    attach_callbacks(runner, callbacks)
-    sae = runner.run()
-    _record_provenance(sae, spec)
-    out = runner.cfg.output_path
+    out = spec.runner.get("output_path", "output")  # SAELens's default; None: nothing saved
     if out is not None:
-        sae.save_inference_model(out)
-        logger.info("Saved SAE to %s", out)
+        check_out(out, what="runner.output_path (--out)")
+    if spec.runner.get("checkpoint_path"):
+        check_out(spec.runner["checkpoint_path"], what="runner.checkpoint_path")
+    if not any(isinstance(cb, TrainingProgress) for cb in callbacks):
+        callbacks = [TrainingProgress(), *callbacks]
+    with output_lock(out, what="runner.output_path (--out)") if out is not None else nullcontext():
+        runner = build_runner(spec)
+        attach_callbacks(runner, callbacks)
+        sae = runner.run()
+        _record_provenance(sae, spec)
+        out = runner.cfg.output_path
+        if out is not None:
+            sae.save_inference_model(out)
+            logger.info("Saved SAE to %s", out)
     return sae, out
 
 

@@ -1,0 +1,107 @@
+"""Load an SAE from a SAELens folder or a release name, with errors that name the file, the key or the close names.
+
+SAELens's own loaders fail deep inside torch or the Hub client on a damaged folder (a ``cfg.json`` that is not
+JSON, a truncated ``sae_weights.safetensors``, a ``d_sae`` that disagrees with the weights) or a misspelled release
+("check your connection"). :func:`load_sae_folder` checks the folder's files first, and :func:`load_release`
+checks the name against the releases SAELens knows (ours registered), listing close matches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from gemma4_saelens_ext.errors import MissingFileError, UserError, close_matches
+
+__all__ = ["check_sae_folder", "load_sae_folder", "load_release"]
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+#: weight name -> (dimension names) as SAELens stores them
+_SHAPES = {"W_enc": ("d_in", "d_sae"), "W_dec": ("d_sae", "d_in"), "b_enc": ("d_sae",), "b_dec": ("d_in",)}
+
+
+def check_sae_folder(path: str | Path) -> dict[str, Any]:
+    """The folder's ``cfg.json`` after checking the folder holds a readable config and weights that agree with it;
+    each error names the file (and the key) and the fix."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(f"SAE folder {p} does not exist.", "give a folder saved by SAELens (cfg.json + "
+                               f"{WEIGHTS_FILE}), e.g. the output of `gemma4-sae train`.")
+    if not p.is_dir():
+        raise UserError(f"SAE folder {p} is a file, not a folder.", "give the folder that holds cfg.json.")
+    cfg_path, w_path = p / CFG_FILE, p / WEIGHTS_FILE
+    for f in (cfg_path, w_path):
+        if not f.is_file():
+            raise MissingFileError(f"SAE folder {p} has no {f.name}.", "give a complete folder saved by SAELens "
+                                   "(sae.save_model / gemma4-sae train / gemma4-sae export).")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_path} is not valid JSON ({e}).",
+                        "restore the file (re-save or re-export the SAE).") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{cfg_path} holds a JSON {type(cfg).__name__}, not an object of settings.",
+                        "restore the file.")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(w_path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged header or data
+        raise UserError(f"{w_path} cannot be read ({type(e).__name__}: {e}); the file is damaged or truncated "
+                        f"({w_path.stat().st_size} bytes).", "restore or re-save the SAE's weights.") from None
+    for name, dims in _SHAPES.items():
+        if name not in shapes:
+            continue
+        want = tuple(cfg.get(d) for d in dims)
+        if shapes[name] != want:
+            said = ", ".join(f"{d}={v}" for d, v in zip(dims, want))
+            raise UserError(f"{w_path}: {name} has shape {list(shapes[name])}, but {cfg_path} says {said}.",
+                            f"make {cfg_path.name}'s d_in/d_sae match the weights, or restore the folder.")
+    return cfg
+
+
+def load_sae_folder(path: str | Path, device: str = "cpu") -> Any:
+    """``SAE.load_from_disk(path)`` after :func:`check_sae_folder`; a later SAELens failure names the folder."""
+    from sae_lens import SAE
+
+    check_sae_folder(path)
+    try:
+        return SAE.load_from_disk(str(path), device=device)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise UserError(f"SAE folder {path} could not be loaded by SAELens ({type(e).__name__}: {e}).",
+                        "check cfg.json's architecture and fields, or re-save the SAE.") from None
+
+
+def load_release(release: str, sae_id: str | None, device: str = "cpu") -> Any:
+    """``SAE.from_pretrained(release, sae_id)`` with our releases registered; a release or sae id SAELens does not
+    know is refused with the close matches (a name that is no release is tried as a Hub repo id, and if that fails
+    the error says both)."""
+    from sae_lens import SAE
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    from gemma4_saelens_ext.releases.registry import register_releases
+
+    register_releases()
+    known = get_pretrained_saes_directory()
+    if release in known:
+        ids = list(known[release].saes_map)
+        if sae_id not in ids:
+            near = close_matches(str(sae_id), ids)
+            raise UserError(f"release {release!r} has no sae_id {sae_id!r}"
+                            + (f" (did you mean {', '.join(near)}?)" if near else "") + ".",
+                            f"use one of its sae ids: {', '.join((near + [i for i in ids if i not in near])[:20])}.")
+        return SAE.from_pretrained(release, sae_id, device=device)
+    near = close_matches(release, known, n=5)
+    if near:
+        raise UserError(f"{release!r} is not a known SAE release (did you mean {', '.join(near)}?).",
+                        "fix the name; `gemma4-sae releases` lists this plugin's releases.")
+    try:
+        return SAE.from_pretrained(release, sae_id, device=device)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{release!r} is not a registered SAE release, and loading it as a Hugging Face repo id "
+                        f"failed ({type(e).__name__}: {str(e)[:300]}).",
+                        "check the name (`gemma4-sae releases` lists this plugin's releases); for a Hub repo, check "
+                        "the id and the network (with HF_HUB_OFFLINE=1 only files already cached can load).") from None
