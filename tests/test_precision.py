@@ -78,4 +78,4 @@ def test_missing_bitsandbytes_names_the_fix():
         "    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "pip install bitsandbytes" in out and "fp16, bf16, fp32" in out
+    assert "pip install -U bitsandbytes" in out and "fp16, bf16, fp32" in out
