@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """``nf4-fp32compute`` against the seed's ``nf4`` (fp16 compute) where it matters: through a trained SAE, and in speed.
 
-On a finished quick demo (``--demo DIR``; without it a quick demo is run first into a temporary folder): the demo's
+On a finished quick demo (``--demo DIR``; default: ``$GEMMA4_SAE_CACHE/bench/demo-quick``, where a quick demo is run
+the first time and reused afterwards, as ``gemma4-sae demo`` reuses finished stages): the demo's
 labelled rows (train and eval splits) are run through the model at each precision (truncated after the SAE's layer)
 and through the demo's SAE, per token, as the eval suite does. Reported: explained variance and L0 of the SAE on the
 tokens (BOS excluded), per-latent Cohen's d (honest vs deceptive, latents per token mean-pooled over the completion),
@@ -20,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -108,20 +108,21 @@ def run(demo: str, rounds: int, emulate: bool, threads: int | None) -> list[str]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--demo", help="a finished demo folder (default: run a quick demo first)")
+    ap.add_argument("--demo", help="a finished demo folder (default: a quick demo kept in the model cache)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--emulate-avx2", action="store_true", help="also measure as on an AVX2-only CPU (see _harness)")
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        demo = a.demo
-        if demo is None:
-            demo = str(Path(tmp) / "demo")
-            env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
-            subprocess.run([sys.executable, "-m", "gemma4_saelens_ext.cli", "demo", "--quick", "--out", demo,
-                            "--no-progress"], check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
-        for emulate in ([False, True] if a.emulate_avx2 else [False]):
-            print("\n".join(run(demo, a.rounds, emulate, a.threads)), flush=True)
+    demo = a.demo
+    if demo is None:
+        from gemma4_saelens_ext.models.embedded import cache_dir
+
+        demo = str(cache_dir() / "bench" / "demo-quick")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+        subprocess.run([sys.executable, "-m", "gemma4_saelens_ext.cli", "demo", "--quick", "--out", demo,
+                        "--no-progress"], check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    for emulate in ([False, True] if a.emulate_avx2 else [False]):
+        print("\n".join(run(demo, a.rounds, emulate, a.threads)), flush=True)
     return 0
 
 
