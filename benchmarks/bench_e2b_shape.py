@@ -1,39 +1,46 @@
 #!/usr/bin/env python
-"""Layer-25 nf4 extraction at Gemma 4 E2B's real shape (``gemma-4-e2b-shape``, 4.63B random parameters), side by side.
+"""Layer-25 nf4 extraction at Gemma 4 E2B's real shape (``gemma-4-e2b-shape``, 4.63B random parameters), side by side,
+on the interleaved harness (``_harness.py``: each arm in its own persistent process, rounds interleaved, medians).
 
-CPU (always): peak RSS (VmHWM, see ``_mem.py``), RSS after load, load seconds and tokens/s of
-  ours   - ``load_model(..., "nf4", truncate_after_layer=25)`` + ``Gemma4ActivationSource`` (forward stopped after 25);
-  stock  - SAELens ``load_model("AutoModelForCausalLM", ...)`` with the nf4 kwargs and ``device_map="cpu"``
-           (``HookedProxyLM``, every submodule hooked, ``stop_at_layer`` as SAELens's store passes it);
-  plain  - HF ``AutoModelForCausalLM`` nf4 forward with ``output_hidden_states=True``.
-GPU (only when ``torch.cuda.is_available()``): ``torch.cuda.max_memory_allocated`` and tokens/s of ours (lookup
-tables on the CPU) vs stock (``device_map`` on the GPU), and SAE training tokens/s through
-``LanguageModelSAETrainingRunner`` (ours as ``override_model`` vs stock ``model_class_name="AutoModelForCausalLM"``).
-Each configuration runs in a fresh process. Skipped, with a message, when the machine lacks RAM or disk; the first run
-builds the 9.3 GB checkpoint into the cache (minutes).
+Arms (CPU):
+  ours                  ``load_model(..., "nf4", truncate_after_layer=25)`` + ``Gemma4ActivationSource``
+                        (layers 26-34 and the unembedding are not loaded; forward stopped after 25)
+  plain                 HF ``AutoModelForCausalLM`` nf4, full forward with ``output_hidden_states=True``
+  stock                 SAELens ``load_model("AutoModelForCausalLM", ...)`` nf4 (``HookedProxyLM``, every submodule
+                        hooked, ``stop_at_layer`` as SAELens's store passes it)
+  ours-nf4-fp32compute  ours at ``nf4-fp32compute`` (the same nf4 weights, fp32 matmul compute; opt-in fast path)
+Every arm at nf4 uses the seed's compute dtype (fp16). Reported per arm: median, IQR and min-max of wall and CPU time
+per round, tokens/s, the per-round throughput ratios, load seconds, RSS after load and peak RSS, and the layer-25
+activations of the first batch against plain's. GPU (only with ``torch.cuda.is_available()``): ours vs stock on
+``cuda:0`` with ``torch.cuda.max_memory_allocated``, and SAE training tokens/s through
+``LanguageModelSAETrainingRunner`` (ours as ``override_model`` vs stock ``model_class_name``). Skipped, with a message,
+when the machine lacks RAM or disk; the first run builds the 9.3 GB checkpoint and its derived copies (minutes).
 
-    python benchmarks/bench_e2b_shape.py [--batches 3] [--batch 4] [--seq 64]
+    python benchmarks/bench_e2b_shape.py [--rounds 5] [--round-tokens 2048] [--batch 4] [--seq 64]
+
+On 2 CPU cores a round of 2048 tokens takes about 1-4 minutes per arm (stock is the slowest): the default run
+(5 rounds x 4 arms) takes roughly 40-80 minutes after the loads, more on a busy machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NEED_RAM_GB, NEED_DISK_GB, L = 14.0, 12.0, 25
+NEED_RAM_GB, NEED_DISK_GB, L = 16.0, 12.0, 25
+KINDS = ("ours", "plain", "stock", "ours-nf4-fp32compute")
 
 TRAIN_CHILD = r'''
 import json, sys, time, torch
 kind, tokens = sys.argv[1], int(sys.argv[2])
 from gemma4_saelens_ext.models.embedded import embedded_model_path
 from gemma4_saelens_ext.models.precision import from_pretrained_kwargs
-from gemma4_saelens_ext.training.config import load_training_config, resolve_dataset_path
+from gemma4_saelens_ext.training.config import load_training_config
 from gemma4_saelens_ext.training.runner import build_runner
 path = str(embedded_model_path("gemma-4-e2b-shape"))
 runner_cfg = {"dataset_path": "builtin:roleplay-corpus", "context_size": 128, "training_tokens": tokens,
@@ -57,68 +64,80 @@ dt = time.perf_counter() - t
 print(json.dumps({"kind": kind, "train_tokens_per_s": tokens / dt, "cuda_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20}))
 '''
 
-CHILD = r'''
-import json, sys, time, torch
-sys.path.insert(0, HERE_DIR)
-import _mem
-kind, device, batches, batch, seq, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-from gemma4_saelens_ext.models.embedded import embedded_model_path
-from gemma4_saelens_ext.models.precision import from_pretrained_kwargs
-path = str(embedded_model_path("gemma-4-e2b-shape"))
-cuda = device.startswith("cuda")
-t0 = time.perf_counter()
-if kind == "ours":
-    from gemma4_saelens_ext.models.load import load_model
-    from gemma4_saelens_ext.activations.source import Gemma4ActivationSource
-    lm = load_model(path, "nf4", truncate_after_layer=L, device=device)
-    model, name = Gemma4ActivationSource(lm, [f"blocks.{L}.hook_resid_post"]), f"blocks.{L}.hook_resid_post"
-    run = lambda ids: model.run_with_cache(ids, names_filter=[name], stop_at_layer=L + 1)[1][name]
-elif kind == "stock":
-    from sae_lens.load_model import load_model as sl_load
-    kw = {**from_pretrained_kwargs("nf4"), "device_map": device}
-    model, name = sl_load("AutoModelForCausalLM", path, device=device, model_from_pretrained_kwargs=kw), f"model.layers.{L}"
-    run = lambda ids: model.run_with_cache(ids, names_filter=[name], stop_at_layer=L + 1)[1][name]
-else:
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs("nf4"), device_map=device)
-    run = lambda ids: model(ids, output_hidden_states=True).hidden_states[L + 1]
-load_s = time.perf_counter() - t0
-rss_load = _mem.rss_mib()
-parts_load = _mem.rss_parts_mib()
-g = torch.Generator().manual_seed(0)
-ids = [torch.cat([torch.full((batch, 1), 2), torch.randint(4, 400, (batch, seq - 1), generator=g)], 1).to(device) for _ in range(batches + 1)]
-with torch.no_grad():
-    first = run(ids[0]).float().cpu()
-    if cuda: torch.cuda.synchronize()
-    t = time.perf_counter()
-    for x in ids[1:]:
-        run(x)
-    if cuda: torch.cuda.synchronize()
-    dt = time.perf_counter() - t
-res = {"kind": kind, "device": device, "load_s": load_s, "rss_after_load_mib": rss_load, "peak_rss_mib": _mem.peak_rss_mib(),
-       "tokens_per_s": batches * batch * seq / dt, "anon_after_load_mib": parts_load.get("RssAnon"),
-       "file_after_load_mib": parts_load.get("RssFile"), "anon_end_mib": _mem.rss_parts_mib().get("RssAnon")}
-if cuda: res["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
-from safetensors.torch import save_file
-save_file({"acts": first.contiguous()}, out)
-print(json.dumps(res))
-'''
 
+class Extraction:
+    """One arm: a loaded model and its layer-25 extraction over fixed random token batches (BOS first)."""
 
-def _child(kind: str, device: str, a, out: Path) -> dict:
-    code = f"L = {L}\nHERE_DIR = {str(HERE)!r}\n" + CHILD
-    p = subprocess.run([sys.executable, "-c", code, kind, device, str(a.batches), str(a.batch), str(a.seq), str(out)],
-                       capture_output=True, text=True)  # fmt: skip
-    if p.returncode != 0:
-        raise RuntimeError(f"{kind} on {device} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    def __init__(self, kind: str, device: str = "cpu", batch: int = 4, seq: int = 64):
+        import time
 
+        import torch
 
-def _train_child(kind: str, tokens: int) -> dict:
-    p = subprocess.run([sys.executable, "-c", f"L = {L}\n" + TRAIN_CHILD, kind, str(tokens)], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"training {kind} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+        import _mem
+        from gemma4_saelens_ext.models.embedded import embedded_model_path
+        from gemma4_saelens_ext.models.precision import from_pretrained_kwargs
+
+        path, t0 = str(embedded_model_path("gemma-4-e2b-shape")), time.perf_counter()
+        self.cuda, self.tokens = device.startswith("cuda"), batch * seq
+        if kind.startswith("ours"):
+            from gemma4_saelens_ext.activations.source import Gemma4ActivationSource
+            from gemma4_saelens_ext.models.load import load_model
+
+            prec = kind.removeprefix("ours-") if kind != "ours" else "nf4"
+            src, name = Gemma4ActivationSource(load_model(path, prec, truncate_after_layer=L, device=device),
+                                               [f"blocks.{L}.hook_resid_post"]), f"blocks.{L}.hook_resid_post"
+            model = src.model
+            self.run = lambda ids: src.run_with_cache(ids, names_filter=[name], stop_at_layer=L + 1)[1][name]
+        elif kind == "stock":
+            from sae_lens.load_model import load_model as sl_load
+
+            kw = {**from_pretrained_kwargs("nf4"), "device_map": device}
+            model = sl_load("AutoModelForCausalLM", path, device=device, model_from_pretrained_kwargs=kw)
+            self.run = lambda ids: model.run_with_cache(ids, names_filter=[f"model.layers.{L}"],
+                                                        stop_at_layer=L + 1)[1][f"model.layers.{L}"]
+        elif kind == "plain":
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs("nf4"), device_map=device)
+            self.run = lambda ids: model(ids, output_hidden_states=True).hidden_states[L + 1]
+        else:
+            raise ValueError(f"unknown arm {kind!r}; use one of {', '.join(KINDS)}")
+        from _harness import bnb_generic_if_emulating
+
+        bnb_generic_if_emulating(model)
+        self.info_ = {"load_s": time.perf_counter() - t0, "rss_after_load_mib": _mem.rss_mib(),
+                      **{f"{k}_after_load_mib": v for k, v in _mem.rss_parts_mib().items()}}  # fmt: skip
+        g = torch.Generator().manual_seed(0)
+        self.batches = [torch.cat([torch.full((batch, 1), 2), torch.randint(4, 400, (batch, seq - 1), generator=g)], 1)
+                        .to(device) for _ in range(4)]  # fmt: skip
+        self.i = 0
+        with torch.no_grad():
+            self.first = self.run(self.batches[0]).float().cpu()  # warm-up (and the activations compared)
+
+    def step(self) -> int:
+        import torch
+
+        with torch.no_grad():
+            self.run(self.batches[self.i % len(self.batches)])
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.i += 1
+        return self.tokens
+
+    def info(self) -> dict:
+        import torch
+
+        import _mem
+
+        out = {**self.info_, "peak_rss_mib": _mem.peak_rss_mib()}
+        if self.cuda:
+            out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        return out
+
+    def save(self, path: str) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"acts": self.first.contiguous()}, path)
 
 
 def _rel(a, b) -> float:
@@ -126,82 +145,97 @@ def _rel(a, b) -> float:
     return float(((a - b) ** 2).sum().sqrt() / (b**2).sum().sqrt())
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--batches", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=64)
-    ap.add_argument("--kinds", default="ours,stock,plain")
-    ap.add_argument("--train-tokens", type=int, default=65536, help="GPU part: SAE training budget per runner")
-    ap.add_argument("--only-if-built", action="store_true", help="skip unless the checkpoint is already cached")
-    a = ap.parse_args()
+def _prepare() -> Path:
+    """Build the checkpoint, the truncated copy and both nf4 quantized caches outside the timed runs."""
+    from gemma4_saelens_ext.models.embedded import embedded_model_path
+    from gemma4_saelens_ext.models.load import prepare_checkpoint
 
-    import psutil
+    path = embedded_model_path("gemma-4-e2b-shape")
+    prepare_checkpoint(path, L)
+    for prec in ("nf4", "nf4-fp32compute"):  # the first truncated nf4 CPU load caches its quantized layers
+        warm = f"from gemma4_saelens_ext.models.load import load_model; load_model({str(path)!r}, {prec!r}, truncate_after_layer={L})"
+        subprocess.run([sys.executable, "-c", warm], check=True, capture_output=True)
+    return path
+
+
+def _compare(device: str, kinds: list[str], a) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from gemma4_saelens_ext.models.embedded import cache_dir, embedded_model_path
+    from _harness import Arm, header, run_rounds, summary
+
+    from _harness import EMULATE_AVX2
+
+    env = EMULATE_AVX2 if a.emulate_avx2 else {}
+    arms = [Arm(k, f"{__file__}:Extraction", {"kind": k, "device": device, "batch": a.batch, "seq": a.seq}, env)
+            for k in kinds]
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run_rounds(arms, rounds=a.rounds, min_units=a.round_tokens, threads=a.threads, save_dir=tmp,
+                         log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+        acts = {k: load_file(str(Path(tmp) / f"{k}.safetensors"))["acts"] for k in kinds}
+    pairs = [(x, y) for x, y in (("ours", "plain"), ("ours", "stock"), ("ours-nf4-fp32compute", "stock"),
+                                 ("ours-nf4-fp32compute", "ours"), ("plain", "stock")) if x in kinds and y in kinds]
+    emu = " | EMULATED AVX2-only CPU (torch/oneDNN/MKL capped at AVX2, bnb generic path)" if a.emulate_avx2 else ""
+    print("\n".join(header(res.threads, f"gemma-4-e2b-shape L{L}, {device}, batches {a.batch}x{a.seq}{emu}") +
+                    summary(res, pairs)))  # fmt: skip
+    for k, r in res.info.items():
+        extra = f", cuda max allocated {r['cuda_max_allocated_mib']:.0f} MiB" if "cuda_max_allocated_mib" in r else ""
+        print(f"{device} {k}: load {r['load_s']:.0f} s, RSS after load {r['rss_after_load_mib']:.0f} MiB (anonymous "
+              f"{r.get('RssAnon_after_load_mib', float('nan')):.0f}, file-backed {r.get('RssFile_after_load_mib', float('nan')):.0f}), "
+              f"peak RSS {r['peak_rss_mib']:.0f} MiB{extra}")
+    if "ours" in res.info and "stock" in res.info:
+        print(f"{device} peak RSS ours / stock: {res.info['ours']['peak_rss_mib'] / res.info['stock']['peak_rss_mib']:.2f}x "
+              "(target <= 0.5x)")
+    ref = "plain" if "plain" in acts else kinds[0]
+    for k in kinds:
+        if k != ref:
+            print(f"{device} {k} vs {ref} layer-{L} activations: relative error {_rel(acts[k], acts[ref]):.2e}, "
+                  f"identical: {bool(torch.equal(acts[k], acts[ref]))}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--round-tokens", type=int, default=2048, help="tokens per arm per round (at least)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="threads per worker (default: all CPUs)")
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--train-tokens", type=int, default=65536, help="GPU part: SAE training budget per runner")
+    ap.add_argument("--only-if-built", action="store_true", help="skip unless the checkpoint is already cached")
+    ap.add_argument("--emulate-avx2", action="store_true", help="run the arms as on an AVX2-only CPU (see _harness)")
+    a = ap.parse_args()
+
+    import json
+
+    import psutil
+    import torch
+
+    from gemma4_saelens_ext.models.embedded import cache_dir
 
     built = (cache_dir() / "models" / "gemma-4-e2b-shape" / ".complete").exists()
-    ram = psutil.virtual_memory().available / 1e9
-    disk = shutil.disk_usage(cache_dir()).free / 1e9
+    ram, disk = psutil.virtual_memory().available / 1e9, shutil.disk_usage(cache_dir()).free / 1e9
     if a.only_if_built and not built:
         print("skipped: gemma-4-e2b-shape is not built yet (--only-if-built; run without it to build the 9.3 GB checkpoint)")
         return 0
     if ram < NEED_RAM_GB or (not built and disk < NEED_DISK_GB):
-        print(f"skipped: needs {NEED_RAM_GB:.0f} GB available RAM (have {ram:.1f}) and, for the first build, "
-              f"{NEED_DISK_GB:.0f} GB free disk at {cache_dir()} (have {disk:.1f})")
+        print(f"skipped: needs {NEED_RAM_GB:.0f} GB available RAM (have {ram:.1f}; the arms' processes stay alive "
+              f"together) and, for the first build, {NEED_DISK_GB:.0f} GB free disk at {cache_dir()} (have {disk:.1f})")
         return 0
-    from gemma4_saelens_ext.models.load import prepare_checkpoint
-
-    path = embedded_model_path("gemma-4-e2b-shape")
-    prepare_checkpoint(path, L)  # derive the truncated copy outside the timed runs
-    # the first truncated nf4 CPU load also caches its quantized layers (gemma4_saelens_ext.models.quantized_cache): do it
-    # here, untimed, so "ours" measures the steady state, as stock's checkpoint is simply there
-    warm = f"from gemma4_saelens_ext.models.load import load_model; load_model({str(path)!r}, 'nf4', truncate_after_layer={L})"
-    subprocess.run([sys.executable, "-c", warm], check=True, capture_output=True)
-    print(f"# gemma-4-e2b-shape (4.63B) layer {L} nf4 extraction, {a.batches}x{a.batch}x{a.seq} tokens, "
-          f"{platform.machine()} {torch.get_num_threads()} threads")
-    devices = ["cpu"] + (["cuda:0"] if torch.cuda.is_available() else [])
-    if len(devices) == 1:
+    _prepare()
+    _compare("cpu", a.kinds.split(","), a)
+    if not torch.cuda.is_available():
         print("GPU part skipped: no CUDA device on this machine (accelerator-memory target not measured here)")
-    import tempfile
-
-    for device in devices:
-        res, acts = {}, {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for kind in a.kinds.split(","):
-                out = Path(tmp) / f"{kind}.safetensors"
-                res[kind] = _child(kind, device, a, out)
-                acts[kind] = load_file(str(out))["acts"]
-                r = res[kind]
-                extra = f", cuda max allocated {r['cuda_max_allocated_mib']:.0f} MiB" if "cuda_max_allocated_mib" in r else ""
-                print(f"{device} {kind:6s}: load {r['load_s']:.0f} s, RSS after load {r['rss_after_load_mib']:.0f} MiB "
-                      f"(anonymous {r['anon_after_load_mib']:.0f}, file-backed {r['file_after_load_mib']:.0f}), "
-                      f"peak RSS {r['peak_rss_mib']:.0f} MiB, anonymous at end {r['anon_end_mib']:.0f} MiB, "
-                      f"{r['tokens_per_s']:.1f} tokens/s{extra}")
-        ref = "plain" if "plain" in acts else None
-        if "ours" in res and "stock" in res:
-            o, s = res["ours"], res["stock"]
-            print(f"{device} peak RSS ours / stock: {o['peak_rss_mib'] / s['peak_rss_mib']:.2f}x (target <= 0.5x); "
-                  f"anonymous memory at end ours / stock: {o['anon_end_mib'] / s['anon_end_mib']:.2f}x; "
-                  f"tokens/s ours / stock: {o['tokens_per_s'] / s['tokens_per_s']:.2f}x")
-            if "cuda_max_allocated_mib" in o:
-                print(f"{device} accelerator memory stock / ours: "
-                      f"{s['cuda_max_allocated_mib'] / o['cuda_max_allocated_mib']:.2f}x "
-                      f"(ours {o['cuda_max_allocated_mib'] / 1024:.2f} GiB; target <= 1.5 GB)")
-        if ref:
-            for kind in acts:
-                if kind != ref:
-                    print(f"{device} {kind} vs {ref} layer-{L} activations: relative error {_rel(acts[kind], acts[ref]):.2e}, "
-                          f"identical: {bool(torch.equal(acts[kind], acts[ref]))}")
-    if torch.cuda.is_available():
-        tr = {k: _train_child(k, a.train_tokens) for k in ("ours", "stock")}
-        for k, r in tr.items():
-            print(f"cuda SAE training {k:5s}: {r['train_tokens_per_s']:.0f} tokens/s, cuda max allocated "
-                  f"{r['cuda_max_allocated_mib']:.0f} MiB")
-        print(f"cuda SAE training tokens/s ours / stock: "
-              f"{tr['ours']['train_tokens_per_s'] / tr['stock']['train_tokens_per_s']:.2f}x")
+        return 0
+    _compare("cuda:0", [k for k in ("ours", "stock") if k in a.kinds.split(",")], a)
+    tr = {}
+    for k in ("ours", "stock"):
+        p = subprocess.run([sys.executable, "-c", f"L = {L}\n" + TRAIN_CHILD, k, str(a.train_tokens)],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+        tr[k] = json.loads(p.stdout.strip().splitlines()[-1])
+        print(f"cuda SAE training {k:5s}: {tr[k]['train_tokens_per_s']:.0f} tokens/s, cuda max allocated "
+              f"{tr[k]['cuda_max_allocated_mib']:.0f} MiB")
+    print(f"cuda SAE training tokens/s ours / stock: {tr['ours']['train_tokens_per_s'] / tr['stock']['train_tokens_per_s']:.2f}x")
     return 0
 
 

@@ -59,3 +59,23 @@ def test_sampling_seeded_and_batch_independent(gemma3_fp32):
     c = generate_completions(gemma3_fp32.model, gemma3_fp32.tokenizer, reqs2, batch_size=6, **kw)
     assert {x.key: x.completion for x in c} != A
     assert all(x.n_new_tokens <= 8 for x in a)
+
+
+def test_unembedding_gets_a_contiguous_input(gemma3_fp32):
+    """generate() hands Gemma 3's unembedding the prompt's last position as a strided view (a slow batched matmul on
+    CPU); generate_completions makes it contiguous. (Gemma 4 slices before its KV-shared layers, so its view is
+    already contiguous.)"""
+    lm = gemma3_fp32
+    head = lm.model.get_output_embeddings()
+    seen: list[bool] = []
+    handle = head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].is_contiguous()))
+    reqs = make_requests([("a", "The werewolf says: '"), ("b", "You are on team Slug.\nYou answer: '")], 1, 0)
+    try:
+        generate_completions(lm.model, lm.tokenizer, reqs, max_new_tokens=2, progress=False)
+        assert seen and all(seen)
+        seen.clear()
+        enc = lm.tokenizer(["The werewolf says: '", "The villager says: '"], return_tensors="pt", padding=True)
+        lm.model.generate(**enc, max_new_tokens=1, do_sample=False)  # without the fix (a view of 2 rows)
+        assert seen == [False]
+    finally:
+        handle.remove()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from gemma4_saelens_ext.pipeline.demo import DemoError, _training_data
+from gemma4_saelens_ext.pipeline.config import DemoError
+from gemma4_saelens_ext.pipeline.rows import training_rows
 
 
 def _dataset(tmp_path, **cols):
@@ -21,7 +22,7 @@ def test_train_prompts_only_every_label(tmp_path):
         label=["honest", "ambiguous", "deceptive", "honest", "honest"],
         prompt_split=["train", "train", "eval", "train", "input_variation"],
     )
-    desc, n = _training_data(ds, tmp_path / "train.parquet")
+    desc, n = training_rows(ds, tmp_path / "train.parquet")
     got = pd.read_parquet(tmp_path / "train.parquet")
     assert n == 3 and list(got.text) == ["a", "b", "d"] and "prompt_split" in desc
     assert set(got.label) == {"honest", "ambiguous"}
@@ -30,7 +31,7 @@ def test_train_prompts_only_every_label(tmp_path):
 def test_no_train_prompt_is_an_error_and_old_datasets_fall_back(tmp_path):
     ds = _dataset(tmp_path, text=["a"], label=["honest"], prompt_split=["eval"])
     with pytest.raises(DemoError, match="prompt_split == 'train'"):
-        _training_data(ds, tmp_path / "t.parquet")
+        training_rows(ds, tmp_path / "t.parquet")
     old = _dataset(tmp_path / "old", text=["a", "b"], label=["honest", "ambiguous"])
-    desc, n = _training_data(old, tmp_path / "t2.parquet")  # no column, no train split: every completion
+    desc, n = training_rows(old, tmp_path / "t2.parquet")  # no column, no train split: every completion
     assert n == 2 and desc.endswith("all.parquet")

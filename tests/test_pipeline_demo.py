@@ -12,7 +12,9 @@ import pytest
 
 from gemma4_saelens_ext.cli import main
 from gemma4_saelens_ext.errors import UserError
-from gemma4_saelens_ext.pipeline.demo import STAGES, DemoConfig, DemoError, _finite_numbers, check_disk, run_demo
+from gemma4_saelens_ext.pipeline.demo import (
+    STAGES, DemoConfig, DemoError, _finite_numbers, check_disk, run_demo, stage_hashes,
+)
 
 QUICK = [
     "--quick", "--families", "werewolf,slug_snail", "--samples-per-prompt", "2", "--max-prompts-per-family", "1",
@@ -39,6 +41,10 @@ def test_demo_end_to_end_and_resume(tmp_path: Path, capsys):
     stages = json.loads((out / "stages.json").read_text())["stages"]
     assert [stages[s]["status"] for s in STAGES] == ["done"] * 4
     assert stages["train"]["from_cached_activations"]  # the tiny dataset is smaller than the training budget
+    # one model load per precision: nf4 for the dataset, training and eval stages, fp32 once for portability
+    loads = json.loads((out / "stages.json").read_text())["model_loads"]
+    assert sorted(x["precision"] for x in loads) == ["fp32", "nf4"]
+    assert not stages["dataset"]["input_variation_sampled"]
     assert all(stages[s]["seconds"] >= 0 for s in STAGES)
     printed = capsys.readouterr().out
     assert "stage" in printed and "total" in printed  # summary table
@@ -97,6 +103,27 @@ def test_stage_hashes_follow_the_settings_each_stage_depends_on():
     tokens = stage_hashes(DemoConfig(training_tokens=1000))
     assert [tokens[s] == base[s] for s in STAGES] == [True, False, False, False]
     assert stage_hashes(DemoConfig(progress=False)) == base  # display-only settings change nothing
+
+
+def test_input_variation_prompts_sampled_only_when_the_eval_can_use_them():
+    """The positive control reads the input-variation split only with >= control.min_groups question groups (else
+    scripted rows); the decision is taken from the prompt selection, before sampling."""
+    from gemma4_saelens_ext.pipeline.rows import input_variation_used
+    from gemma4_saelens_ext.evals.suite import load_suite
+
+    suite = load_suite("demo", sae={"path": "unused"})
+    assert suite.control.min_groups == 6 and suite.control.scripted_fallback
+    # 4 prompts per family: one sandbagging question (3 template variants) -> 1 group < 6
+    assert not input_variation_used(DemoConfig(), suite)
+    assert not input_variation_used(DemoConfig(families=["werewolf"]), suite)  # no input-variation family at all
+    assert input_variation_used(DemoConfig(max_prompts_per_family=None), suite)  # all 8 questions
+    suite.control.enabled = False
+    assert not input_variation_used(DemoConfig(max_prompts_per_family=None), suite)
+    suite.control.enabled, suite.control.scripted_fallback = True, False  # then the control reads what there is
+    assert input_variation_used(DemoConfig(), suite)
+    base = stage_hashes(DemoConfig())
+    skip = stage_hashes(DemoConfig(), {"dataset": {"input_variation": False}})
+    assert all(base[s] != skip[s] for s in STAGES)  # the dataset (and all after it) depend on the decision
 
 
 def test_disk_space_checked_up_front(tmp_path: Path):

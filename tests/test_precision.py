@@ -19,6 +19,7 @@ EXPECTED = {
     "fp16": (torch.float16, False, False, None),
     "bf16": (torch.bfloat16, False, False, None),
     "fp32": (torch.float32, False, False, None),
+    "nf4-fp32compute": ("auto", True, False, torch.float32),
 }
 
 
@@ -41,6 +42,16 @@ def test_every_preset_builds_the_expected_kwargs(name):
     assert from_pretrained_kwargs(name.upper()) == kw  # names are case-insensitive
 
 
+def test_fp32compute_is_nf4_but_for_the_compute_dtype():
+    """The fast CPU preset keeps the seed's quantization (nf4, double quant, checkpoint dtype elsewhere); only the
+    4-bit compute dtype differs, and its name says so."""
+    seed, fast = from_pretrained_kwargs("nf4"), from_pretrained_kwargs("nf4-fp32compute")
+    assert fast["dtype"] == seed["dtype"]
+    a, b = seed["quantization_config"].to_dict(), fast["quantization_config"].to_dict()
+    assert {k for k in a if a[k] != b[k]} == {"bnb_4bit_compute_dtype"}
+    assert "fp32" in get_precision("nf4-fp32compute").name and "not the seed" in get_precision("nf4-fp32compute").description
+
+
 def test_int8_and_bf16_compute():
     assert from_pretrained_kwargs("int8")["quantization_config"].load_in_8bit
     assert from_pretrained_kwargs("nf4-bf16")["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
@@ -48,7 +59,7 @@ def test_int8_and_bf16_compute():
 
 
 def test_unknown_precision_lists_valid_ones():
-    with pytest.raises(ValueError, match="Valid precisions: nf4, nf4-bf16, int8, fp16, bf16, fp32"):
+    with pytest.raises(ValueError, match="Valid precisions: nf4, nf4-bf16, int8, fp16, bf16, fp32, nf4-fp32compute"):
         get_precision("fp8")
 
 
@@ -67,4 +78,4 @@ def test_missing_bitsandbytes_names_the_fix():
         "    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "pip install bitsandbytes" in out and "fp16, bf16, fp32" in out
+    assert "pip install -U bitsandbytes" in out and "fp16, bf16, fp32" in out

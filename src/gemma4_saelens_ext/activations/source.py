@@ -5,7 +5,9 @@
   ``LanguageModelSAETrainingRunner(cfg, override_model=source)`` trains from it and stops the forward after L.
 * :func:`activations` returns per-token or pooled activations for a list of texts (batched, padding-masked);
   :func:`layer_batches` yields the same forward passes one batch at a time (the evals' one-pass extraction).
-* :func:`steering_hook` adds ``alpha * direction`` to layer L's output while generating.
+* :func:`steering_hook` adds ``alpha * direction`` to layer L's output while generating;
+  :func:`steering_rows_hook` adds a different vector to each batch row, and :func:`branched_prefill` runs a prompt
+  once up to layer L and branches it there into one row per vector (the steered rows share everything before L).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from gemma4_saelens_ext.models.load import LoadedModel
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Gemma4ActivationSource", "activations", "steering_hook", "layer_output_tensor", "layer_batches", "LayerBatch",
-    "pool",
+    "Gemma4ActivationSource", "activations", "steering_hook", "steering_rows_hook", "branched_prefill",
+    "layer_output_tensor", "layer_batches", "LayerBatch", "pool",
 ]
 
 Pooling = Literal["none", "last", "mean", "max"]
@@ -168,19 +170,35 @@ def activations(
 
 @contextlib.contextmanager
 def steering_hook(lm: LoadedModel, layer: int | str, direction: torch.Tensor, alpha: float) -> Iterator[None]:
-    """Add ``alpha * direction`` to layer L's output at every position while the context is open.
+    """Add ``alpha * direction`` to layer L's output at every position (every row) while the context is open.
 
     ``alpha == 0`` registers no hook at all, so a steered run at 0 is bit-identical to an unsteered one.
     """
-    L = lm.resolve_layer(layer)
     if alpha == 0:
+        lm.resolve_layer(layer)
         yield
         return
-    delta = (alpha * direction.detach().float().flatten())
+    with steering_rows_hook(lm, layer, (alpha * direction.detach().float().flatten())[None]):
+        yield
+
+
+@contextlib.contextmanager
+def steering_rows_hook(lm: LoadedModel, layer: int | str, deltas: torch.Tensor) -> Iterator[None]:
+    """Add ``deltas[r]`` (``[n_rows, d]``; one row broadcasts to all) to batch row ``r`` of layer L's output at every
+    position while the context is open. A one-row layer output is first repeated to ``n_rows`` rows: that is where
+    :func:`branched_prefill` branches. A zero row adds exactly nothing."""
+    L = lm.resolve_layer(layer)
+    d = deltas.detach().float()
+    if d.ndim != 2 or d.shape[1] != lm.d_model:
+        raise ValueError(f"steering deltas must be [n_rows, {lm.d_model}], got {tuple(d.shape)}")
 
     def hook(_m: Any, _i: Any, output: Any) -> Any:
         hs = layer_output_tensor(output)
-        hs = hs + delta.to(device=hs.device, dtype=hs.dtype)
+        if hs.shape[0] == 1 and d.shape[0] > 1:
+            hs = hs.expand(d.shape[0], *hs.shape[1:])
+        elif d.shape[0] not in (1, hs.shape[0]):
+            raise ValueError(f"{d.shape[0]} steering rows for a batch of {hs.shape[0]}")
+        hs = hs + d.to(device=hs.device, dtype=hs.dtype)[:, None, :]
         return (hs, *output[1:]) if isinstance(output, tuple) else hs
 
     handle = lm.layers[L].register_forward_hook(hook)
@@ -188,6 +206,39 @@ def steering_hook(lm: LoadedModel, layer: int | str, direction: torch.Tensor, al
         yield
     finally:
         handle.remove()
+
+
+@torch.no_grad()
+def branched_prefill(lm: LoadedModel, layer: int | str, input_ids: torch.Tensor, n_rows: int) -> Any:
+    """The KV cache of one prompt (``input_ids``: ``[1, t]``) for ``n_rows`` rows that differ only after layer L.
+
+    Run inside :func:`steering_rows_hook` (which branches the one row into ``n_rows`` at layer L's output): layers
+    0..L see the prompt once; the later layers see each row. The cache entries of layers 0..L are then repeated to
+    ``n_rows`` rows, so ``generate(cache=...)`` continues every row from it. Gemma 4 layers that reuse an earlier
+    layer's keys and values (KV sharing) get them repeated to the row count as well.
+    """
+    L = lm.resolve_layer(layer)
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"branched_prefill takes one prompt row, got {input_ids.shape[0]}")
+
+    def widen_shared(_m: Any, args: Any, kwargs: dict) -> None:
+        shared = kwargs.get("shared_kv_states")
+        for k in list(shared.keys()) if shared is not None else []:
+            if shared[k][0].shape[0] == 1 and n_rows > 1:
+                shared[k] = tuple(t.expand(n_rows, *t.shape[1:]) for t in shared[k])
+
+    handles = [m.register_forward_pre_hook(widen_shared, with_kwargs=True) for m in lm.layers[L + 1 :]]
+    try:
+        out = lm.model.get_decoder()(input_ids=input_ids, use_cache=True)
+    finally:
+        for h in handles:
+            h.remove()
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    for cl in cache.layers:
+        keys = getattr(cl, "keys", None)
+        if isinstance(keys, torch.Tensor) and keys.numel() and keys.shape[0] == 1 and n_rows > 1:
+            cl.batch_repeat_interleave(n_rows)
+    return cache
 
 
 class Gemma4ActivationSource(HookedProxyLM):

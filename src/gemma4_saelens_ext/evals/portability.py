@@ -75,7 +75,11 @@ def run_portability(
     """Load the model at each precision (truncated after ``layer``), take activations of the same texts, and
     score them with the SAE. A precision that cannot load here (e.g. bitsandbytes int8 without its kernels) is
     reported as unavailable with the error instead of aborting the run. ``cached`` maps precision -> acts
-    (already token-level / pooled as requested)."""
+    (already token-level / pooled as requested).
+
+    Each precision is loaded once: inside a model pool (:mod:`gemma4_saelens_ext.models.pool`, e.g. the demo's) a
+    model the run already holds at that precision is reused, and a precision loaded here is let go after its
+    activations (``keep_in_pool=False``), so at most one extra model is in memory at a time."""
     from gemma4_saelens_ext.evals.saeio import encode_decode
     from gemma4_saelens_ext.models.load import load_model
     from gemma4_saelens_ext.activations.source import activations
@@ -87,7 +91,7 @@ def run_portability(
             if cached is not None and prec in cached:
                 x = np.asarray(cached[prec], dtype=np.float32)
             else:
-                lm = load_model(model_source, prec, truncate_after_layer=layer)
+                lm = load_model(model_source, prec, truncate_after_layer=layer, keep_in_pool=False)
                 a = activations(lm, texts, layer, pooling=pooling, completion_start=completion_start, batch_size=batch_size)
                 if pooling == "none":  # per-token; BOS (position 0) dropped: its norm would dominate EV
                     x = np.concatenate([t[1 if drop_bos else 0:].numpy() for t in a]).astype(np.float32)

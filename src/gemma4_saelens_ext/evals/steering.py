@@ -13,8 +13,10 @@ one natural spread along the direction (Gemma's residual norm is dominated by a 
 residual-norm push makes a small model's completions incoherent). The sweep default is -2, -1, -0.5, 0, 0.5, 1, 2.
 
 Honest rate = honest / (honest + deceptive) among the judge's decisive labels (ambiguous rate reported beside).
-Sampling uses the dataset builder's per-row seeded sampler with the same seed per prompt at every alpha, so alpha
-= 0 reproduces unsteered generation exactly and results do not depend on batch size. Monotonicity: Spearman rho
+Sampling uses the dataset builder's per-row seeded sampler with the same seed per prompt at every alpha, so results
+do not depend on batch size. Generation (:func:`steered_completions`): every direction and alpha of a prompt runs in
+one batch, one row per (direction, alpha) with its own vector added at layer L, and the prompt is computed once up
+to layer L and branched there (the rows differ only after L). Monotonicity: Spearman rho
 of alpha vs honest rate with an exact permutation p; OLS slope with an exact permutation p and a bootstrap CI over
 prompt groups.
 
@@ -53,6 +55,7 @@ __all__ = [
     "sweep_statistics",
     "random_directions",
     "run_steering",
+    "steered_completions",
     "slope_percentile",
     "rank_p",
     "prompt_slopes",
@@ -198,6 +201,56 @@ def random_directions(d: int, n: int, seed: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def steered_completions(
+    lm: Any,
+    layer: int,
+    directions: dict[str, np.ndarray],
+    rows: Sequence[dict],
+    *,
+    scale: float,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    max_new_tokens: int = 12,
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_rows: int = 128,
+) -> dict[str, list[list[str]]]:
+    """``out[name][a][i]``: row ``i``'s ``prompt`` continued with ``alphas[a] * scale * u_name`` added to layer
+    ``layer``'s output at every position.
+
+    One ``generate`` call per prompt (at most ``max_rows`` rows each) holds every (direction, alpha), alpha = 0 once
+    and shared; the prompt runs once up to layer L and is branched there
+    (:func:`gemma4_saelens_ext.activations.source.branched_prefill`). Each prompt has one seed (the builder's
+    per-row seeded sampler), the same for every direction and alpha, so a completion is what one
+    ``generate_completions`` call per direction and alpha gives (up to floating-point differences between batch
+    shapes, which can flip a draw that lands within rounding of a boundary)."""
+    from functools import partial
+
+    from tqdm.auto import tqdm
+
+    from gemma4_saelens_ext.activations.source import branched_prefill, steering_rows_hook
+    from gemma4_saelens_ext.behavior.sampling import generate_branches, make_requests
+
+    if not rows:
+        raise ValueError("steering: no prompts")
+    reqs = make_requests([(f"{i}:{r['prompt_id']}", r["prompt"]) for i, r in enumerate(rows)], 1, seed)
+    combos = ([("", 0.0)] if any(float(a) == 0.0 for a in alphas) else []) + [
+        (name, float(a)) for name in directions for a in alphas if float(a) != 0.0]
+    unit = {k: torch.as_tensor(np.asarray(u), dtype=torch.float32).flatten() for k, u in directions.items()}
+    deltas = torch.stack([a * float(scale) * unit[k] if a else torch.zeros(lm.d_model) for k, a in combos])
+    got: dict[tuple[str, float], list[str]] = {c: [] for c in combos}
+    for r in tqdm(reqs, desc="steering prompts", disable=len(reqs) < 3):
+        for start in range(0, len(combos), max_rows):
+            part = combos[start : start + max_rows]
+            with steering_rows_hook(lm, layer, deltas[start : start + len(part)]):
+                res = generate_branches(lm.model, lm.tokenizer, r.prompt, [r.seed] * len(part),
+                                        max_new_tokens=max_new_tokens, temperature=temperature,
+                                        prefill=partial(branched_prefill, lm, layer))
+            for c, (text, _n, _fin) in zip(part, res):
+                got[c].append(text)
+    return {name: [got[("", 0.0)] if float(a) == 0.0 else got[(name, float(a))] for a in alphas]
+            for name in directions}
+
+
 def run_steering(
     lm: Any,
     layer: int,
@@ -216,44 +269,15 @@ def run_steering(
     added to layer ``layer`` and judge it: ``{name: {"labels": [alpha][prompt] judge labels, "examples": ...}}``
     (the statistics: :func:`steering_analysis`).
 
-    Sampling goes through the dataset builder's sampler (one seed per prompt, the same at every alpha and for
-    every direction): results do not depend on batch size, and alpha = 0 is generated once and shared."""
-    from tqdm.auto import tqdm
-
-    from gemma4_saelens_ext.behavior.sampling import generate_completions, make_requests
-    from gemma4_saelens_ext.activations.source import steering_hook
-
-    if not rows:
-        raise ValueError("steering: no prompts")
-    reqs = make_requests([(f"{i}:{r['prompt_id']}", r["prompt"]) for i, r in enumerate(rows)], 1, seed)
-
-    def sample() -> list[str]:
-        comps = generate_completions(lm.model, lm.tokenizer, reqs, max_new_tokens=max_new_tokens,
-                                     temperature=temperature, batch_size=batch_size, progress=False)
-        by_key = {c.key: c.completion for c in comps}
-        return [by_key[r.key] for r in reqs]
-
-    zero: list[str] | None = None
+    Generation: :func:`steered_completions` (every direction and alpha of a prompt in one batch, the prompt run once
+    up to the layer; one seed per prompt, the same at every alpha and for every direction, alpha = 0 generated once
+    and shared). ``batch_size`` is kept for callers; a prompt's rows share one batch."""
+    comps = steered_completions(lm, layer, directions, rows, scale=scale, alphas=alphas,
+                                max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     out: dict[str, dict[str, Any]] = {}
-    # one step per (direction, alpha) sweep point: each is a batch of generations
-    bar = tqdm(total=len(directions) * len(alphas), desc="steering", unit="sweep")
-    for name, u in directions.items():
-        ut = torch.as_tensor(np.asarray(u), dtype=torch.float32)
-        labels, examples = [], {}
-        bar.set_postfix_str(name)
-        for a in alphas:
-            if float(a) == 0.0 and zero is not None:
-                comps = zero
-            else:
-                with steering_hook(lm, layer, ut * float(scale), float(a)):
-                    comps = sample()
-                if float(a) == 0.0:
-                    zero = comps
-            labels.append(judge(rows, comps))
-            examples[str(float(a))] = comps[:3]
-            bar.update()
-        out[name] = {"labels": labels, "examples": examples}
-    bar.close()
+    for name, per_alpha in comps.items():
+        out[name] = {"labels": [judge(rows, c) for c in per_alpha],
+                     "examples": {str(float(a)): c[:3] for a, c in zip(alphas, per_alpha)}}
     return out
 
 

@@ -30,6 +30,7 @@ from gemma4_saelens_ext.models.derived import checkpoint_to_load, kept_layer_cou
 from gemma4_saelens_ext.models.embedded import build_cached
 from gemma4_saelens_ext.models.layers import find_decoder_layers, module_path, parse_layer
 from gemma4_saelens_ext.models.placement import default_lookups_on_cpu, lookup_device_map, meta_model, run_lookups_on_cpu
+from gemma4_saelens_ext.models.pool import LoadKey, active_pool
 from gemma4_saelens_ext.models.precision import from_pretrained_kwargs, get_precision
 from gemma4_saelens_ext.models.quantized_cache import quantized_path, save_quantized
 
@@ -124,6 +125,16 @@ def _plan(cfg: dict[str, Any], truncate_after_layer: int | str | None, text_only
     return layer, (keep if keep < n_layers else None)
 
 
+def _generic_4bit_cpu_kernel(model: nn.Module) -> None:
+    """Keep bitsandbytes' 4-bit layers off the AVX512-BF16 repacked CPU kernel (it casts to bf16 whatever the compute
+    dtype), so they dequantize and multiply in their compute dtype (``Precision.generic_cpu_kernel``)."""
+    import bitsandbytes as bnb
+
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+
+
 def prepare_checkpoint(source: str | Path, truncate_after_layer: int | str | None = None, text_only: bool = True) -> Path:
     """Build (once, cached) the derived checkpoint :func:`load_model` would load, without loading it: e.g. ahead of
     a timed or memory-measured run. Returns the folder."""
@@ -142,6 +153,7 @@ def load_model(
     text_only: bool = True,
     device: str | torch.device = "cpu",
     lookups_on_cpu: bool | None = None,
+    keep_in_pool: bool = True,
 ) -> LoadedModel:
     """Load a Gemma-family causal LM at a named precision.
 
@@ -151,6 +163,9 @@ def load_model(
     only looked-up rows to ``device`` (:mod:`gemma4_saelens_ext.models.placement`); default: on when a layer is hooked
     (``truncate_after_layer``) and ``device`` is an accelerator.
     Errors (unknown precision, bad layer, non-causal-LM checkpoint, missing files) are raised before any weights load.
+    Inside :func:`gemma4_saelens_ext.models.pool.model_pool` a loaded model that serves this request is returned
+    instead of loading again (a full load serves a truncated request); a new load joins the pool unless
+    ``keep_in_pool=False`` (a model used once).
     """
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
@@ -172,6 +187,11 @@ def load_model(
     auto = AutoModelForImageTextToText if load_multimodal else AutoModelForCausalLM
     if lookups_on_cpu is None:
         lookups_on_cpu = default_lookups_on_cpu(device, layer)
+    pool = active_pool()
+    pool_key = LoadKey(str(path), prec.name, str(torch.device(device)), bool(text_only), bool(lookups_on_cpu))
+    if pool is not None and (hit := pool.find(pool_key, layer)) is not None:
+        logger.info("Reusing the loaded %s at %s (one load per precision in this run)", source, prec.name)
+        return hit
     device_map: dict[str, str] | None = None
     if lookups_on_cpu:
         from transformers import AutoConfig
@@ -203,11 +223,13 @@ def load_model(
             build_cached(qcache, lambda out: save_quantized(model, out, load_path))
     if lookups_on_cpu:
         run_lookups_on_cpu(model, device_map)
+    if prec.generic_cpu_kernel:
+        _generic_4bit_cpu_kernel(model)
     model.eval()
     model.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(str(load_path))
     layers_path, layers = find_decoder_layers(model)
-    return LoadedModel(
+    lm = LoadedModel(
         model=model,
         tokenizer=tokenizer,
         source=str(source),
@@ -218,3 +240,6 @@ def load_model(
         d_model=d_model,
         truncated_after=layer if keep is not None else None,
     )
+    if pool is not None:
+        pool.record(pool_key, lm.truncated_after, lm, keep_in_pool)
+    return lm

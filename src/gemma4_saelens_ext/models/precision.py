@@ -2,6 +2,13 @@
 
 One string in a config line picks how the base model is loaded. ``nf4`` is the seed card's exact setting
 (bitsandbytes nf4, double quant, fp16 compute); the other presets are what portability evals compare against.
+
+``nf4-fp32compute`` is an opt-in speed setting, not a protocol: the same nf4 + double-quant weights as ``nf4``, with
+the 4-bit matrix multiplies computed in float32 instead of float16. On CPUs without float16 arithmetic (AVX2-only
+x86) bitsandbytes' fp16 path is several times slower; the activations differ from ``nf4`` by rounding only (the
+measured bound is in docs/models.md and tests/test_precision_fp32compute.py). On CPUs with AVX512-BF16 bitsandbytes
+repacks the weights and computes in bf16 whatever the compute dtype; this preset turns that kernel off
+(``generic_cpu_kernel``) so its matmuls are fp32 on every CPU.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ class Precision:
     #: torch dtype name of the bnb 4-bit compute dtype
     compute_dtype_name: str | None = None
     description: str = ""
+    #: keep bitsandbytes on its dequantize + matmul CPU path (no AVX512-BF16 repacked kernel, which computes in bf16
+    #: whatever ``compute_dtype`` says), so the compute dtype holds on every CPU
+    generic_cpu_kernel: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -58,6 +68,9 @@ _PRESETS: dict[str, Precision] = {
         Precision("fp16", "float16", description="unquantized float16"),
         Precision("bf16", "bfloat16", description="unquantized bfloat16"),
         Precision("fp32", "float32", description="unquantized float32"),
+        Precision("nf4-fp32compute", None, "nf4", "float32",
+                  "nf4 + double quant weights as `nf4`, fp32 compute (fast CPU path; not the seed's fp16-compute protocol)",
+                  generic_cpu_kernel=True),
     )
 }
 PRECISIONS: tuple[str, ...] = tuple(_PRESETS)
@@ -79,7 +92,8 @@ def require_bitsandbytes() -> None:
         import bitsandbytes  # noqa: F401
     except Exception as e:  # an ImportError, or a broken install's own error (a missing CUDA library)
         raise MissingDependencyError(
-            f"The quantized precisions (nf4, nf4-bf16, int8) need bitsandbytes, which did not import ({e}).",
+            f"The quantized precisions (nf4, nf4-bf16, nf4-fp32compute, int8) need bitsandbytes, which did not import "
+            f"({e}).",
             "`pip install -U bitsandbytes`, or pick an unquantized precision (fp16, bf16, fp32).",
         ) from e
 

@@ -11,10 +11,14 @@ from gemma4_saelens_ext.errors import check_range
 from gemma4_saelens_ext.io import check_out
 from gemma4_saelens_ext.options import layer_field, switch, precision_field, split_csv
 
-__all__ = ["DemoConfig", "DEMO_TRAIN_CONFIG", "DEMO_SUITE"]
+__all__ = ["DemoConfig", "DemoError", "DEMO_TRAIN_CONFIG", "DEMO_SUITE"]
 
 DEMO_TRAIN_CONFIG = "demo_gemma3_270m_nf4"
 DEMO_SUITE = "demo"
+
+
+class DemoError(RuntimeError):
+    """A demo stage failed (the message names it) or the machine cannot run the demo."""
 
 
 @dataclass

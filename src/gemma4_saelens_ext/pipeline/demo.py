@@ -14,6 +14,11 @@ and every later stage; ``--fresh`` redoes everything.
 
 ``DIR/stages.json`` records status, seconds and errors per stage; a failing stage stops the run, is recorded with
 its error, and leaves earlier outputs in place, so a re-run resumes from it.
+
+Each piece of work is done once: the stages share one loaded model per precision (a
+:func:`~gemma4_saelens_ext.models.pool.model_pool` around the run; training and eval reuse the dataset stage's
+model), and the input-variation prompts are not sampled when the eval could not use them (fewer question groups
+than the positive control's ``min_groups``, which then falls back to scripted rows, and training never reads them).
 """
 
 from __future__ import annotations
@@ -30,17 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from gemma4_saelens_ext.io import atomic_write_json
-from gemma4_saelens_ext.pipeline.config import DemoConfig
+from gemma4_saelens_ext.models.pool import model_pool
+from gemma4_saelens_ext.pipeline.config import DemoConfig, DemoError
+from gemma4_saelens_ext.pipeline.rows import group_count, has_split, input_variation_used, split_sizes, training_rows
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DemoConfig", "DemoError", "run_demo", "STAGES", "check_disk", "summary_table", "stage_hashes"]
 
 STAGES = ("dataset", "train", "eval", "export")
-
-
-class DemoError(RuntimeError):
-    """A demo stage failed (the message names it) or the machine cannot run the demo."""
 
 
 # ------------------------------------------------------------------------------------------------------------ helpers
@@ -79,28 +82,14 @@ def summary_table(stages: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _n_groups(dataset_dir: Path, split: str) -> int:
-    import pyarrow.parquet as pq
-
-    f = dataset_dir / "data" / f"{split}.parquet"
-    return len(set(pq.read_table(f, columns=["group"]).column("group").to_pylist())) if f.exists() else 0
-
-
-def _split_sizes(dataset_dir: Path, split: str) -> tuple[int, int]:
-    import pyarrow.parquet as pq
-
-    f = dataset_dir / "data" / f"{split}.parquet"
-    if not f.exists():
-        return 0, 0
-    labels = pq.read_table(f, columns=["label"]).column("label").to_pylist()
-    return sum(1 for x in labels if x == "honest"), sum(1 for x in labels if x == "deceptive")
-
-
 # ------------------------------------------------------------------------------------------------------------- stages
 def _stage_dataset(cfg: DemoConfig, d: Path) -> dict[str, Any]:
     from gemma4_saelens_ext.behavior import BuildConfig, build_dataset
 
     out = d / "dataset"
+    use_iv = input_variation_used(cfg, load_suite_config(cfg))
+    if not use_iv:
+        logger.info("dataset: input-variation prompts not sampled (the eval's positive control would not use them)")
     bc = BuildConfig(
         out=str(out),
         model=cfg.model,
@@ -110,13 +99,15 @@ def _stage_dataset(cfg: DemoConfig, d: Path) -> dict[str, Any]:
         samples_per_prompt=cfg.samples_per_prompt,
         max_new_tokens=cfg.max_new_tokens,
         seed=cfg.seed,
+        include_input_variation=use_iv,
         allow_empty_pool=True,
         # an interrupted build resumes from its completions checkpoint
         resume=(out / "manifest.json").exists() or (out / "raw").exists(),
         progress=cfg.progress,
     )
     res = build_dataset(bc)
-    return {"output": str(out), "rows": len(res.rows), "generated": res.n_generated, "resumed": res.n_resumed}
+    return {"output": str(out), "rows": len(res.rows), "generated": res.n_generated, "resumed": res.n_resumed,
+            "input_variation_sampled": use_iv}
 
 
 def _model_overrides(cfg: DemoConfig) -> dict[str, Any]:
@@ -133,7 +124,7 @@ def _stage_train(cfg: DemoConfig, d: Path) -> dict[str, Any]:
     # a folder holding one train.parquet: ``datasets.load_dataset`` (inside SAELens) reads it offline as split "train"
     data = d / "sae_data"
     data.mkdir(exist_ok=True)
-    src, rows = _training_data(d / "dataset", data / "train.parquet")
+    src, rows = training_rows(d / "dataset", data / "train.parquet")
     ov: dict[str, Any] = {
         "runner.dataset_path": str(data),
         "runner.output_path": str(out),
@@ -150,6 +141,8 @@ def _stage_train(cfg: DemoConfig, d: Path) -> dict[str, Any]:
         })  # fmt: skip
     if cfg.training_tokens is not None:
         ov["runner.training_tokens"] = cfg.training_tokens
+    if _eval_needs_full_model(cfg, d):
+        ov["model.truncate"] = False  # the eval will generate: load the whole model once, for both stages (same acts)
     ov.update(cfg.train_overrides)
     t0 = time.perf_counter()
     sae, path = train(cfg.config, ov)
@@ -189,10 +182,21 @@ def _training_data(ds: Path, dest: Path) -> tuple[str, int]:
     return str(src), pq.read_metadata(dest).num_rows
 
 
-def _suite_overrides(cfg: DemoConfig, d: Path) -> tuple[Any, str]:
+def load_suite_config(cfg: DemoConfig, d: Path | None = None) -> Any:
     from gemma4_saelens_ext.evals.suite_file import load_suite
 
-    suite = load_suite(cfg.suite, sae={"path": str(d / "sae")}, output_dir=str(d / "report"))
+    return load_suite(cfg.suite, sae={"path": str((d or Path(cfg.out)) / "sae")}, output_dir=str(d / "report") if d else None)
+
+
+def _eval_needs_full_model(cfg: DemoConfig, d: Path) -> bool:
+    """What ``run_suite`` loads the whole model for (the rest needs layers up to the SAE's only)."""
+    s = _suite_overrides(cfg, d, log=False)[0]
+    return ((s.reconstruction.enabled and s.reconstruction.lm_loss) or s.steering.enabled
+            or (s.stability.enabled and s.stability.mode == "regenerate"))
+
+
+def _suite_overrides(cfg: DemoConfig, d: Path, log: bool = True) -> tuple[Any, str]:
+    suite = load_suite_config(cfg, d)
     suite.name = f"demo-{cfg.model}-{cfg.precision}"
     suite.model.source = cfg.model
     suite.model.precision = cfg.precision  # evaluate at the precision the SAE was trained at
@@ -213,11 +217,13 @@ def _suite_overrides(cfg: DemoConfig, d: Path) -> tuple[Any, str]:
         suite.portability.precisions, suite.portability.max_texts = ["nf4", "fp32"], 4
         min_n = 3
     ds = d / "dataset"
-    sizes = {s: _split_sizes(ds, s) for s in ("train", "eval")}
-    if all(min(h, dc) >= min_n for h, dc in sizes.values()) and _n_groups(ds, "eval") >= 2:
+    if suite.dataset.input_variation_split and not has_split(ds, suite.dataset.input_variation_split):
+        suite.dataset.input_variation_split = None  # not sampled (see input_variation_used): the control's fallback
+    sizes = {s: split_sizes(ds, s) for s in ("train", "eval")}
+    if all(min(h, dc) >= min_n for h, dc in sizes.values()) and group_count(ds, "eval") >= 2:
         suite.dataset.path = str(ds)
         # grouped CV needs a prompt group per fold: never more folds than eval groups
-        suite.probes.n_splits = max(2, min(suite.probes.n_splits, _n_groups(ds, "eval")))
+        suite.probes.n_splits = max(2, min(suite.probes.n_splits, group_count(ds, "eval")))
         suite.dataset.scripted_families = None
         kind = f"built dataset {ds} (train/eval honest,deceptive = {sizes})"
     else:
@@ -227,7 +233,8 @@ def _suite_overrides(cfg: DemoConfig, d: Path) -> tuple[Any, str]:
             f"rows in train/eval, fewer than {min_n} per class or under 2 eval prompt groups; raise "
             "--samples-per-prompt/--max-prompts-per-family)"
         )
-        logger.warning("eval: %s", kind)
+        if log:
+            logger.warning("eval: %s", kind)
         from gemma4_saelens_ext.evals.data import scripted_rows
 
         ev = scripted_rows(suite.dataset.scripted_families, seed=suite.seed)["eval"]
@@ -292,22 +299,22 @@ _STAGE_OUTPUTS = {"dataset": ("dataset",), "train": ("sae_data", "sae", "sae_che
                   "export": ("release",)}  # fmt: skip
 
 
-def stage_hashes(cfg: DemoConfig) -> dict[str, str]:
-    """A hash per stage of the settings it depends on, chained: a change upstream changes every later hash."""
+def stage_hashes(cfg: DemoConfig, derived: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """A hash per stage of the settings it depends on, chained: a change upstream changes every later hash.
+    ``derived``: per stage, decisions taken from other settings (e.g. whether input-variation prompts are sampled)."""
     import hashlib
 
     out, prev = {}, ""
     conf = asdict(cfg)
     for name in STAGES:
-        payload = json.dumps({"upstream": prev, **{k: conf[k] for k in _STAGE_SETTINGS[name]}}, sort_keys=True,
-                             default=str)
+        payload = json.dumps({"upstream": prev, **{k: conf[k] for k in _STAGE_SETTINGS[name]},
+                              **(derived or {}).get(name, {})}, sort_keys=True, default=str)
         prev = out[name] = hashlib.sha256(payload.encode()).hexdigest()[:16]
     return out
 
 
 def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Run (or resume) the four stages; returns the ``stages.json`` content. Raises :class:`DemoError` on failure."""
-    from gemma4_saelens_ext.evals.suite_file import load_suite
     from gemma4_saelens_ext.training.config import load_training_config
     from gemma4_saelens_ext.training.runner import check_model_fit
 
@@ -318,12 +325,12 @@ def run_demo(cfg: DemoConfig, *, echo: Callable[[str], None] = print) -> dict[st
     # config errors before any work: the training config with the demo's settings (its layer and SAE width against
     # the model's config.json) and the suite
     check_model_fit(load_training_config(cfg.config, {**_model_overrides(cfg), **cfg.train_overrides}))
-    load_suite(cfg.suite, sae={"path": str(d / "sae")})
+    suite = load_suite_config(cfg, d)
     with output_lock(d):  # a second demo into the same folder is refused
-        return _run_stages(cfg, d, free, echo)
+        return _run(cfg, d, free, suite, echo)
 
 
-def _run_stages(cfg: DemoConfig, d: Path, free: float, echo: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+def _run(cfg: DemoConfig, d: Path, free: float, suite: Any, echo: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     if cfg.fresh and d.exists():
         for name in ("dataset", "sae_data", "sae", "sae_checkpoints", "report", "release", "stages.json"):
             p = d / name
@@ -336,8 +343,27 @@ def _run_stages(cfg: DemoConfig, d: Path, free: float, echo: Callable[[str], Non
     state: dict[str, Any] = json.loads(sj.read_text()) if sj.exists() else {}
     stages: dict[str, dict[str, Any]] = state.get("stages", {})
     state.update(config=asdict(cfg), free_disk_gb=round(free, 1))
+    # recorded only when the prompts are left out, so datasets built before this decision existed stay valid
+    hashes = stage_hashes(cfg, {} if input_variation_used(cfg, suite) else {"dataset": {"input_variation": False}})
+    with model_pool() as pool:  # one model load per precision for the whole run (see the module docstring)
+        failed = _run_stages(cfg, d, sj, state, stages, hashes, echo)
+    state["model_loads"] = [{"precision": k.precision, "truncated_after": t} for k, t in pool.loads]
+    state["stages"] = stages
+    atomic_write_json(sj, state, default=str)
+    echo(summary_table(stages))
+    if failed:
+        raise DemoError(
+            f"demo stage {failed!r} failed: {stages[failed]['error']} (details in {sj}; earlier outputs kept, "
+            "re-run the same command to resume, or add --fresh to start over with new settings)"
+        )
+    echo(f"[demo] report: {d / 'report'}  model card: {d / 'release' / 'README.md'}")
+    return stages
+
+
+def _run_stages(cfg: DemoConfig, d: Path, sj: Path, state: dict[str, Any], stages: dict[str, dict[str, Any]],
+                hashes: dict[str, str], echo: Callable[[str], None]) -> str | None:
+    """Run or reuse each stage in order; returns the name of the stage that failed (None: all done)."""
     failed: str | None = None
-    hashes = stage_hashes(cfg)
     for name in STAGES:
         prev = stages.get(name, {})
         done = (d / _DONE_MARKERS[name]).exists() and prev.get("status") in ("done", "reused")
@@ -374,13 +400,4 @@ def _run_stages(cfg: DemoConfig, d: Path, free: float, echo: Callable[[str], Non
         echo(f"[demo] {name}: {stages[name]['status']} in {stages[name]['seconds']:.1f}s")
         if failed:
             break
-    state["stages"] = stages
-    atomic_write_json(sj, state, default=str)
-    echo(summary_table(stages))
-    if failed:
-        raise DemoError(
-            f"demo stage {failed!r} failed: {stages[failed]['error']} (details in {sj}; earlier outputs kept, "
-            "re-run the same command to resume, or add --fresh to start over with new settings)"
-        )
-    echo(f"[demo] report: {d / 'report'}  model card: {d / 'release' / 'README.md'}")
-    return stages
+    return failed

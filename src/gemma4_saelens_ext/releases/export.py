@@ -67,7 +67,7 @@ def infer_precision(metadata: Mapping[str, Any]) -> str | None:
         q = q.to_dict() if hasattr(q, "to_dict") else dict(q)
         if q.get("load_in_4bit") and q.get("bnb_4bit_quant_type", "nf4") == "nf4":
             compute = str(q.get("bnb_4bit_compute_dtype", "float16"))
-            return "nf4-bf16" if "bfloat16" in compute else "nf4"
+            return "nf4-bf16" if "bfloat16" in compute else "nf4-fp32compute" if "float32" in compute else "nf4"
         if q.get("load_in_8bit"):
             return "int8"
     dtype = str(kwargs.get("dtype", kwargs.get("torch_dtype", "")))

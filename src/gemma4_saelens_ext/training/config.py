@@ -6,7 +6,7 @@ A config file has three sections:
 ```yaml
 model:            # how the activation source is built (gemma4_saelens_ext.models.load_model)
   source: gemma-3-270m          # embedded name, local folder or Hub id
-  precision: nf4                # nf4 | nf4-bf16 | int8 | fp16 | bf16 | fp32
+  precision: nf4                # nf4 | nf4-bf16 | int8 | fp16 | bf16 | fp32 | nf4-fp32compute
   layer: 12                     # residual stream after decoder layer 12 -> blocks.12.hook_resid_post
   truncate: true                # load only layers 0..12 (activations are identical; less memory)
   cache_activations: auto       # auto: when the dataset has fewer tokens than training_tokens, extract it once
@@ -73,7 +73,7 @@ class TrainingSpec:
     source: str
     """model.source: embedded name, local folder or Hub id"""
     precision: str
-    """model.precision: nf4, nf4-bf16, int8, fp16, bf16 or fp32"""
+    """model.precision: nf4, nf4-bf16, int8, fp16, bf16, fp32 or nf4-fp32compute"""
     layer: int
     """model.layer: the residual stream after this decoder layer (blocks.L.hook_resid_post)"""
     sae: dict[str, Any]
