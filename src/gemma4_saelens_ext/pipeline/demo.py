@@ -152,36 +152,6 @@ def _stage_train(cfg: DemoConfig, d: Path) -> dict[str, Any]:
             "train_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
 
-def _training_data(ds: Path, dest: Path) -> tuple[str, int]:
-    """Write the SAE's training rows to ``dest`` (SAELens reads the folder with ``load_dataset``); returns a description
-    and the row count. The SAE is unsupervised: it trains on every completion of the *train prompts*, ambiguous ones
-    included, and never on an eval prompt (``all.parquet`` rows with ``prompt_split == "train"``). Datasets built
-    before that column existed: the balanced train split, or every completion when that split is empty."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    alls = ds / "data" / "all.parquet"
-    if alls.exists():
-        table = pq.read_table(alls)
-        if "prompt_split" in table.column_names:
-            sel = table.filter(pc.equal(table["prompt_split"], "train"))
-            if sel.num_rows == 0:
-                raise DemoError(f"{alls} has no row with prompt_split == 'train'; raise --max-prompts-per-family so "
-                                "some prompts go to the train split.")  # fmt: skip
-            pq.write_table(sel, dest)
-            return f"{alls} rows with prompt_split == 'train'", sel.num_rows
-    train = ds / "data" / "train.parquet"
-    if train.exists() and sum(_split_sizes(ds, "train")) > 0:
-        src = train
-    elif alls.exists():
-        logger.warning("train split of %s is empty; training the SAE on every completion (%s)", ds, alls)
-        src = alls
-    else:
-        raise DemoError(f"The built dataset {ds} has no data/train.parquet or data/all.parquet rows to train on.")
-    shutil.copyfile(src, dest)
-    return str(src), pq.read_metadata(dest).num_rows
-
-
 def load_suite_config(cfg: DemoConfig, d: Path | None = None) -> Any:
     from gemma4_saelens_ext.evals.suite_file import load_suite
 
