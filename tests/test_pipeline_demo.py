@@ -40,7 +40,11 @@ def test_demo_end_to_end_and_resume(tmp_path: Path, capsys):
     assert main(["demo", "--out", str(out), *QUICK]) == 0
     stages = json.loads((out / "stages.json").read_text())["stages"]
     assert [stages[s]["status"] for s in STAGES] == ["done"] * 4
-    assert stages["train"]["from_cached_activations"]  # the tiny dataset is smaller than the training budget
+    # the SAE trains on every row of the train prompts, never on an eval prompt
+    import pyarrow.parquet as pq
+
+    alls = pq.read_table(out / "dataset" / "data" / "all.parquet", columns=["prompt_split"]).column(0).to_pylist()
+    assert stages["train"]["training_rows"] == alls.count("train") > 0 and "eval" in alls
     # one model load per precision: nf4 for the dataset, training and eval stages, fp32 once for portability
     loads = json.loads((out / "stages.json").read_text())["model_loads"]
     assert sorted(x["precision"] for x in loads) == ["fp32", "nf4"]

@@ -50,8 +50,8 @@ class DemoConfig:
     """tokens generated per completion"""
     kinds: list[str] = field(default_factory=lambda: list(DEMO_KINDS))
     """dataset kinds to build (docs/datasets.md): the default gives the detection card labels that support the claim
-    (instructed pairs, off-policy: no sampling), the role-play behavior, and control requests for the 1%-FPR
-    threshold; input_variation is added when the eval's positive control can use it"""
+    (instructed pairs, off-policy: no sampling), the role-play behavior, and control requests that set the
+    detection threshold at a 0.01 false-positive rate; input_variation is added when the eval's positive control can use it"""
     max_statements: Optional[int] = None
     """instructed-pairs statements to use (default: all 381, about 115 eval groups; --quick: 60)"""
     max_control_prompts: Optional[int] = None
