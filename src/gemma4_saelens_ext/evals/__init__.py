@@ -21,6 +21,7 @@ _EXPORTS = {
     "dvalue_analysis": "dvalues", "DValueResult": "dvalues", "replication_analysis": "dvalues",
     "ReplicationResult": "dvalues", "cohens_d": "stats", "permutation_null_d": "stats",
     "cross_validated_probe": "probes", "ProbeResult": "probes", "load_suite": "suite_file", "run_suite": "suite",
+    "SuiteResult": "suite",
     "SuiteConfig": "spec",
 }
 __all__ = list(_EXPORTS)

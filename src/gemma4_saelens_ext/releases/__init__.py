@@ -28,6 +28,7 @@ _EXPORTS = {
     "set_encode_convention": "registry", "ReleaseFilesNotFoundError": "loader",
     "check_encode_convention": "convention_check", "load_upstream_sae": "convert", "export_sae": "export",
     "load_sae_folder": "folders", "load_release": "folders", "check_sae_folder": "folders",
+    "load_sae": "folders", "LoadedSAE": "folders",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

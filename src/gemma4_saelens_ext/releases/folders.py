@@ -9,12 +9,13 @@ checks the name against the releases SAELens knows (ours registered), listing cl
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gemma4_saelens_ext.errors import MissingFileError, UserError, close_matches
 
-__all__ = ["check_sae_folder", "load_sae_folder", "load_release"]
+__all__ = ["check_sae_folder", "load_sae_folder", "load_release", "load_sae", "LoadedSAE"]
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -105,3 +106,33 @@ def load_release(release: str, sae_id: str | None, device: str = "cpu") -> Any:
                         f"failed ({type(e).__name__}: {str(e)[:300]}).",
                         "check the name (`gemma4-sae releases` lists this plugin's releases); for a Hub repo, check "
                         "the id and the network (with HF_HUB_OFFLINE=1 only files already cached can load).") from None
+
+
+@dataclass
+class LoadedSAE:
+    """What :func:`load_sae` returns: a SAELens SAE and what it was read from."""
+
+    #: the SAELens ``SAE`` (``sae.encode(acts)``, ``sae.decode(latents)``; ``sae.cfg.metadata`` holds the hook name,
+    #: the model and, for our releases, the encode convention)
+    sae: Any
+    #: the release name or the folder it was loaded from
+    source: str
+    #: the release's sae id (``None`` for a folder)
+    sae_id: str | None
+    #: TransformerLens-style hook the SAE reads (``blocks.L.hook_resid_post``), when its metadata says
+    hook_name: str | None
+    d_in: int
+    d_sae: int
+
+
+def load_sae(release_or_folder: str | Path, sae_id: str | None = None, *, device: str = "cpu") -> LoadedSAE:
+    """An SAE from a SAELens folder (``train``'s output, ``gemma4-sae export``) when ``release_or_folder`` is an
+    existing folder, else from a release (ours registered first, any SAELens release, or a Hub repo id) with
+    ``sae_id``: :func:`load_sae_folder` or :func:`load_release`, whose errors name the file or the close names."""
+    folder = Path(release_or_folder)
+    if folder.is_dir():
+        sae, sae_id = load_sae_folder(folder, device=device), None
+    else:
+        sae = load_release(str(release_or_folder), sae_id, device=device)
+    hook = getattr(sae.cfg.metadata, "hook_name", None)
+    return LoadedSAE(sae, str(release_or_folder), sae_id, hook, int(sae.cfg.d_in), int(sae.cfg.d_sae))

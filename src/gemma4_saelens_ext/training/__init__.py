@@ -15,7 +15,7 @@ _EXPORTS = {
     "TrainConfig": "config", "TrainingSpec": "config", "load_training_config": "config",
     "BUILTIN_DATASETS": "config", "resolve_dataset_path": "config",
     "check_model_fit": "runner", "build_source": "runner", "prepare_activation_cache": "runner",
-    "build_runner": "runner", "attach_callbacks": "runner", "train": "runner", "TrainingProgress": "progress",
+    "build_runner": "runner", "attach_callbacks": "runner", "train": "runner", "TrainResult": "runner", "TrainingProgress": "progress",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,23 @@ from gemma4_saelens_ext.training.config import TrainingSpec, load_training_confi
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_model_fit", "build_source", "prepare_activation_cache", "build_runner", "attach_callbacks", "train"]
+__all__ = ["check_model_fit", "build_source", "prepare_activation_cache", "build_runner", "attach_callbacks", "train",
+           "TrainResult"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. Unpacks as ``sae, output_path = train(...)`` too."""
+
+    #: the trained SAELens SAE (TopK), with ``model_name``, ``hook_name`` and ``precision`` in ``sae.cfg.metadata``
+    sae: Any
+    #: the folder it was saved to (``SAE.load_from_disk(output_path)``); ``None`` when ``runner.output_path`` is null
+    output_path: str | None
+    #: the checked training config that produced it
+    spec: TrainingSpec
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.sae, self.output_path))
 
 
 def check_model_fit(spec: TrainingSpec) -> None:
@@ -117,8 +134,9 @@ def train(
     overrides: dict[str, Any] | None = None,
     *,
     callbacks: Sequence[Any] = (),
-):
-    """Train and save a TopK SAE. Returns ``(sae, output_path)``; reload with ``SAE.load_from_disk(output_path)``.
+) -> TrainResult:
+    """Train and save a TopK SAE. Returns a :class:`TrainResult` (``.sae``, ``.output_path``; it also unpacks as
+    ``sae, output_path``); reload with ``SAE.load_from_disk(output_path)``.
 
     Before any model loads: the config is checked (:func:`~gemma4_saelens_ext.training.config.load_training_config`)
     and so are the output and checkpoint folders (:func:`gemma4_saelens_ext.io.check_out`); the output folder is
@@ -149,7 +167,7 @@ def train(
         if out is not None:
             sae.save_inference_model(out)
             logger.info("Saved SAE to %s", out)
-    return sae, out
+    return TrainResult(sae, out, spec)
 
 
 def _record_provenance(sae: Any, spec: TrainingSpec) -> None:
