@@ -39,13 +39,13 @@ from safetensors.torch import save_file
 from gemma4_saelens_ext.activations.batching import length_sorted_batches
 from gemma4_saelens_ext.activations.dist import barrier as _barrier
 from gemma4_saelens_ext.activations.dist import init_distributed as _init_dist
-from gemma4_saelens_ext.activations.config import ExtractConfig, ExtractSpec
+from gemma4_saelens_ext.activations.config import ExtractConfig, ExtractionConfig
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ExtractConfig",
-    "ExtractSpec",
+    "ExtractionConfig",
     "batch_plan",
     "rank_batches",
     "extract_shard",
@@ -187,7 +187,7 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
 def extract_shard(
     lm: Any,
     texts: Sequence[str],
-    spec: ExtractSpec,
+    spec: ExtractionConfig,
     rank: int = 0,
     world_size: int = 1,
     *,
@@ -281,7 +281,7 @@ def merge_shards(out: str | Path, world_size: int, n_texts: int, *, keep_shards:
 
 
 # ------------------------------------------------------------------------------------------------------------- driver
-def check_output_space(out: str | Path, lm: Any, texts: Sequence[str], spec: ExtractSpec) -> float:
+def check_output_space(out: str | Path, lm: Any, texts: Sequence[str], spec: ExtractionConfig) -> float:
     """Free disk at ``out`` for the shards plus the merged file (float32; per token for ``pooling="none"``, counted
     with the tokenizer), checked before the forward passes."""
     from gemma4_saelens_ext.io import check_disk_space
@@ -296,7 +296,7 @@ def check_output_space(out: str | Path, lm: Any, texts: Sequence[str], spec: Ext
 
 
 def run_extract(
-    texts: Sequence[str], out: str | Path, spec: ExtractSpec, *, keep_shards: bool = False, progress: bool = True
+    texts: Sequence[str], out: str | Path, spec: ExtractionConfig, *, keep_shards: bool = False, progress: bool = True
 ) -> Path | None:
     """Run on every rank (or alone); returns the merged path on rank 0, ``None`` elsewhere."""
     import torch.distributed as dist

@@ -8,7 +8,9 @@ checks the name against the releases SAELens knows (ours registered), listing cl
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +81,50 @@ def load_sae_folder(path: str | Path, device: str = "cpu") -> Any:
 def load_release(release: str, sae_id: str | None, device: str = "cpu") -> Any:
     """``SAE.from_pretrained(release, sae_id)`` with our releases registered; a release or sae id SAELens does not
     know is refused with the close matches (a name that is no release is tried as a Hub repo id, and if that fails
-    the error says both)."""
+    the error says both). Offline, safetensors headers come from the HF cache (:func:`_headers_from_hf_cache`), and
+    files that are neither cached nor reachable give an error that says what to fetch."""
+    try:  # close names of a misspelling; our releases registered (SAELens's own loaders for SAELens's releases)
+        with _headers_from_hf_cache():
+            return _from_pretrained(release, sae_id, device)
+    except OSError as e:  # requests' ConnectionError is an OSError too
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        if not (isinstance(e, LocalEntryNotFoundError) or "huggingface.co" in str(e)):
+            raise  # e.g. the plugin's ReleaseFilesNotFoundError, which already says what to fetch
+        raise MissingFileError(
+            f"SAE {release}/{sae_id}: its files are not in the Hugging Face cache and the Hub is not reachable "
+            f"({type(e).__name__}: {str(e)[:200]}).",
+            "fetch them once where the Hub is reachable (SAE.from_pretrained(release, sae_id) or `hf download "
+            "<repo> <files>`), with HF_HOME / HF_HUB_CACHE pointing at the cache used here.") from e
+
+
+@contextlib.contextmanager
+def _headers_from_hf_cache() -> Iterator[None]:
+    """SAELens's ``gemma_3`` loader (Gemma Scope 2) reads a safetensors file's tensor shapes with an HTTP range
+    request (``get_safetensors_tensor_shapes``), even with ``HF_HUB_OFFLINE=1`` and the file in the HF cache, so
+    those releases cannot load offline. While loading, the shapes come from the cached file's header when the file is
+    in the cache (the loader reads that same file next); otherwise SAELens's request runs as before."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from safetensors import safe_open
+    from sae_lens.loading import pretrained_sae_loaders as L
+
+    original = L.get_safetensors_tensor_shapes
+
+    def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+        path = try_to_load_from_cache(repo_id, filename, cache_dir=constants.HF_HUB_CACHE)
+        if not isinstance(path, str):
+            return original(repo_id, filename)
+        with safe_open(path, framework="pt") as f:  # type: ignore[no-untyped-call]
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+    L.get_safetensors_tensor_shapes = shapes
+    try:
+        yield
+    finally:
+        L.get_safetensors_tensor_shapes = original
+
+
+def _from_pretrained(release: str, sae_id: str | None, device: str) -> Any:
     from sae_lens import SAE
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
