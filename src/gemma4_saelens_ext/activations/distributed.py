@@ -131,6 +131,7 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
     number, never dropped or turned into ``"None"``; only blank lines at the end of a ``.txt`` file and blank lines
     of a ``.jsonl`` file (not records) are skipped."""
     from gemma4_saelens_ext.errors import MissingFileError, UserError
+    from gemma4_saelens_ext.io import read_records
 
     p = Path(path)
     if p.is_dir() and (p / "data" / "all.parquet").is_file():
@@ -152,23 +153,9 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
         raise UserError(f"{p} record {n}: expected a string or an object with a {column!r} field, got "
                         f"{type(obj).__name__}.", f"give every record a {column!r} field (or set --column).")
 
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(p)
-        if column not in table.column_names:
-            raise UserError(f"{p} has no column {column!r} (columns: {table.column_names}).", "set --column.")
-        return _check_texts(table.column(column).to_pylist(), str(p), unit="row")
-    if p.suffix == ".jsonl":
-        nums, vals = [], []
-        for n, line in enumerate(p.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    vals.append(pick(json.loads(line), n))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{p} line {n}: not valid JSON ({e.msg}).", "fix or remove that line.") from None
-                nums.append(n)
-        return _check_texts(vals, str(p), nums)
+    if p.suffix in (".parquet", ".jsonl"):
+        recs, nums, unit = read_records(p, columns=[column] if p.suffix == ".parquet" else None)
+        return _check_texts([pick(r, n) for r, n in zip(recs, nums)], str(p), nums, unit=unit)
     if p.suffix == ".json":
         try:
             data = json.loads(p.read_text())

@@ -12,7 +12,8 @@
 * :mod:`.training_callback` — cheap evals every N steps of SAELens training (``train(..., callbacks=[hook])``)
 
 May import every room before it (models, activations, behavior, training, releases) and the leaves; the statistics
-modules import none of them.
+modules import none of them, except the seeded sample of whole groups that datasets and evals share
+(:func:`gemma4_saelens_ext.behavior.pools.take_whole_groups`, imported where it is used).
 """
 
 from gemma4_saelens_ext import lazy_exports

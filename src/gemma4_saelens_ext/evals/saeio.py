@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from sae_lens import SAE
 
+from gemma4_saelens_ext.releases.sae_ops import encode_decode  # re-exported: the evals' import path
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -38,28 +40,6 @@ def sae_from_entry(entry: Any, *, device: str = "cpu") -> SAE:
     if entry.get("release"):
         return load_release(entry["release"], entry.get("sae_id"), device=device)
     raise ValueError(f"SAE entry {entry} needs `path` or `release` (+ `sae_id`).")
-
-
-@torch.no_grad()
-def encode_decode(sae: SAE, x: Any, *, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(latents [n, d_sae], reconstruction [n, d_in]) as float32 numpy, batched to bound memory."""
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if x.shape[-1] != sae.cfg.d_in:
-        raise ValueError(f"activations have width {x.shape[-1]} but the SAE expects d_in={sae.cfg.d_in}.")
-    dev, dt = sae.W_dec.device, sae.W_dec.dtype
-    feats, recon = [], []
-    was_training = sae.training
-    sae.eval()
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i : i + batch_size].to(device=dev, dtype=dt)
-        f = sae.encode(xb)
-        feats.append(f.float().cpu())
-        recon.append(sae.decode(f).float().cpu())
-    if was_training:
-        sae.train()
-    if not feats:
-        return np.zeros((0, sae.cfg.d_sae), np.float32), np.zeros((0, sae.cfg.d_in), np.float32)
-    return torch.cat(feats).numpy(), torch.cat(recon).numpy()
 
 
 @torch.no_grad()
