@@ -83,6 +83,7 @@ def test_in_process_shards_merge_to_single_run(tiny, tmp_path: Path):
     assert torch.equal(merged, _reference(tiny, "mean", 2))
 
 
+@pytest.mark.slow  # torchrun: two processes load the model
 def test_torchrun_two_ranks_equals_one_process(tiny, tmp_path: Path):
     texts = tmp_path / "texts.jsonl"
     import json
