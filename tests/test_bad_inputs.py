@@ -378,6 +378,9 @@ CASES = [
     ("training: --out is an existing file, refused before the model loads", lambda t: _mod("training.runner").train(
         DEMO_CFG, {"runner.output_path": _file(t)}), UserError,
      r"runner\.output_path \(--out\) .*exists\.txt is an existing file, but this command writes a folder there"),
+    ("training: an SAE larger than the free disk is refused before the model loads", lambda t: _mod(
+        "training.runner").train(DEMO_CFG, {"runner.output_path": str(t / "sae"), "sae.d_sae": 10**12}), UserError,
+     r"GB free at .*; training an SAE of d_in 640, d_sae 1000000000000 needs about .* GB\..*larger disk"),
     ("build: --out is an existing file", lambda t: _mod("behavior").BuildConfig(out=_file(t)), UserError,
      r"--out .*exists\.txt is an existing file"),
     ("build: --out under a file", lambda t: _mod("behavior").BuildConfig(out=str(Path(_file(t)) / "ds")), UserError,

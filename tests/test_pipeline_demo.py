@@ -55,7 +55,21 @@ def test_demo_end_to_end_and_resume(tmp_path: Path, capsys):
         assert fam in report, fam
     nums = list(_numbers({k: report[k] for k in report if k not in ("settings", "versions")}))
     assert nums and all(math.isfinite(x) for x in nums), _finite_numbers(report)
-    assert {"d_hist.png", "probes.png", "steering.png", "portability.png"} <= {p.name for p in (out / "report").glob("*.png")}
+    assert {"d_hist.png", "probes.png", "portability.png"} <= {p.name for p in (out / "report").glob("*.png")}
+    # the default kinds: off-policy instructed pairs (60 statements in --quick) and control requests beside role play
+    assert stages["dataset"]["kinds"] == ["role_play", "instructed_pairs", "control"]
+    assert report["dataset"]["kind"] == "built" and report["dataset"]["sizes"]["eval"]["groups"] >= 15
+    card = report["detection"]["kinds"]["instructed_pairs"]
+    assert card["label_rule"].startswith("instruction: label = the instruction the statement was said under")
+    dense = next(c for c in card["rows"] if c["family"] == "dense")
+    assert dense["auroc_honest_deceptive"]["ci"] and dense["auroc_honest_deceptive"]["p"] is not None
+    assert {(c["train_kind"], c["eval_kind"]) for c in report["detection"]["transfer"]} == {
+        ("instructed_pairs", "instructed_pairs")}
+    # the tiny role-play pool is empty, so steering (role-play prompts only: the keyword judge's rule) says why
+    assert "judged kind" in report["steering"]["skipped"]
+    md = (out / "report" / "report.md").read_text()
+    assert md.index("## Detection card") < md.index("### Transfer matrix") < md.index("Steering")
+    assert "Label rule: instruction" in md and "  • skipped: no eval prompt of a judged kind" in md
     card = (out / "release" / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: saelens" in card
     from sae_lens import SAE

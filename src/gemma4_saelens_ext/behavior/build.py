@@ -250,9 +250,10 @@ def build_dataset(cfg: BuildConfig, *, model: Any = None, tokenizer: Any = None)
     ``cfg.out`` is checked first and locked for the whole build (rank 0 under torchrun): a second build of the same
     folder, ``--resume`` included, is refused at once (:class:`~gemma4_saelens_ext.errors.OutputBusyError`) and
     never generates a completion twice."""
-    from gemma4_saelens_ext.io import check_out, output_lock
+    from gemma4_saelens_ext.io import check_disk_space, check_out, output_lock
 
     check_out(cfg.out)
+    check_disk_space(cfg.out, 200e6, "building a dataset (completions checkpoint, parquet splits, card)")
     if int(os.environ.get("RANK", "0")) != 0:
         return _build(cfg, model, tokenizer)
     with output_lock(cfg.out):

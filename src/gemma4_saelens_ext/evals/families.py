@@ -221,7 +221,10 @@ def steering(ctx: SuiteContext) -> dict[str, Any]:
         directions["mean difference (raw)"] = md / (np.linalg.norm(md) or 1.0)
     for i, v in enumerate(SG.random_directions(len(u), sc.n_random_directions, cfg.seed + 17)):
         directions[f"random {i}"] = v
-    prompts = ctx.eval.subset(np.unique([r["prompt_id"] for r in ctx.eval.rows], return_index=True)[1])
+    judged = ctx.eval.subset(SG.judged_rows(ctx.eval.rows))  # the judge labels role-play and quiz prompts only
+    if not judged.rows:
+        return {"skipped": f"no eval prompt of a judged kind ({', '.join(SG.JUDGED_KINDS)}) to steer"}
+    prompts = judged.subset(np.unique([r["prompt_id"] for r in judged.rows], return_index=True)[1])
     prompts = prompts.sample_groups(sc.n_prompts, cfg.seed)
     sweeps = SG.run_steering(ctx.lm, ctx.layer, directions, prompts.rows, ctx.judge(sc.judge), scale=scale,
                              alphas=sc.alphas, max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
@@ -245,6 +248,7 @@ def steering(ctx: SuiteContext) -> dict[str, Any]:
 @family("stability")
 def stability(ctx: SuiteContext) -> dict[str, Any]:
     from gemma4_saelens_ext.evals import stability as ST
+    from gemma4_saelens_ext.evals import steering as SGJ
     from gemma4_saelens_ext.evals.context import labelled_split
 
     sc = ctx.cfg.stability
@@ -252,6 +256,10 @@ def stability(ctx: SuiteContext) -> dict[str, Any]:
     if mode == "auto":
         mode = "regenerate" if ctx.can_generate() else "bootstrap"
     tr = ctx.train
+    if mode == "regenerate" and len(SGJ.judged_rows(tr.rows)) < len(tr.rows):
+        ctx.warnings.append("stability: the train split holds rows the behavior judges cannot relabel (kinds other "
+                            f"than {', '.join(SGJ.JUDGED_KINDS)}); resampled whole groups (bootstrap) instead")
+        mode = "bootstrap"
     if mode == "bootstrap":
         resamples = ST.group_bootstrap_resamples(tr.feats, tr.y, tr.groups, sc.seeds, clusters=tr.clusters)
     else:

@@ -148,6 +148,8 @@ def _steering(r: dict[str, Any], plots: dict[str, str]) -> list[str]:
     sg = r.get("steering")
     if not sg:
         return []
+    if sg.get("skipped"):
+        return ["Steering", "", f"  • skipped: {sg['skipped']}", ""]
     L = ["Steering with the SAE-decoded direction", "",
          f"  • direction: top-{len(sg['top_latents'])} latents by abs(d) on train {sg['top_latents']}, weighting "
          f"{sg['weighting']}; scale = {_f(sg['scale'])} ({sg['scale_definition']})",
@@ -311,7 +313,7 @@ def make_plots(r: dict[str, Any], out: Path) -> dict[str, str]:
         plt.close(fig)
         plots["probes"] = "probes.png"
     sg = r.get("steering")
-    if sg:
+    if sg and not sg.get("skipped"):
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         ax.plot(sg["alphas"], [p["honest_rate"] if p["honest_rate"] is not None else np.nan for p in sg["per_alpha"]], "o-")
         ax.set_xlabel("alpha (x steering scale)")

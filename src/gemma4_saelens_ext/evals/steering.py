@@ -180,7 +180,7 @@ def make_judge(name: str = "keyword", scenarios: Sequence[str] | None = None) ->
     if not judges:
         raise ValueError(f"judge {name!r} unavailable: {skipped}")
     judge = judges[0]
-    prompts = {p.id: p for p in load_scenarios(scenarios)}
+    prompts = {p.id: p for p in load_scenarios(scenarios, kinds=None)}  # every kind: rows of any kind are looked up
 
     def fn(rows: Sequence[dict], completions: Sequence[str]) -> list[str]:
         items = []
@@ -193,6 +193,16 @@ def make_judge(name: str = "keyword", scenarios: Sequence[str] | None = None) ->
 
     fn.judge_name = judge.name  # type: ignore[attr-defined]
     return fn
+
+
+#: prompt kinds whose rows the behavior judges label (role-play roles, two-choice quizzes); steering and the
+#: regenerating stability mode sample prompts of these kinds only (rows without a ``kind`` are role-play rows)
+JUDGED_KINDS: tuple[str, ...] = ("role_play", "input_variation")
+
+
+def judged_rows(rows: Sequence[dict]) -> np.ndarray:
+    """Indices of ``rows`` whose kind the behavior judges can label (see :data:`JUDGED_KINDS`)."""
+    return np.asarray([i for i, r in enumerate(rows) if (r.get("kind") or "role_play") in JUDGED_KINDS], dtype=int)
 
 
 def random_directions(d: int, n: int, seed: int) -> np.ndarray:

@@ -11,10 +11,12 @@ from gemma4_saelens_ext.errors import check_range
 from gemma4_saelens_ext.io import check_out
 from gemma4_saelens_ext.options import layer_field, switch, precision_field, split_csv
 
-__all__ = ["DemoConfig", "DemoError", "DEMO_TRAIN_CONFIG", "DEMO_SUITE"]
+__all__ = ["DemoConfig", "DemoError", "DEMO_TRAIN_CONFIG", "DEMO_SUITE", "DEMO_KINDS"]
 
 DEMO_TRAIN_CONFIG = "demo_gemma3_270m_nf4"
 DEMO_SUITE = "demo"
+#: the demo's dataset kinds (input_variation is added when the eval uses it)
+DEMO_KINDS = ("role_play", "instructed_pairs", "control")
 
 
 class DemoError(RuntimeError):
@@ -46,6 +48,14 @@ class DemoConfig:
     family has a group in each split); give the flag without a value for all"""
     max_new_tokens: int = 24
     """tokens generated per completion"""
+    kinds: list[str] = field(default_factory=lambda: list(DEMO_KINDS))
+    """dataset kinds to build (docs/datasets.md): the default gives the detection card labels that support the claim
+    (instructed pairs, off-policy: no sampling), the role-play behavior, and control requests for the 1%-FPR
+    threshold; input_variation is added when the eval's positive control can use it"""
+    max_statements: Optional[int] = None
+    """instructed-pairs statements to use (default: all 381, about 115 eval groups; --quick: 60)"""
+    max_control_prompts: Optional[int] = None
+    """control requests to answer (default: all 64; --quick: 8)"""
     families: list[str] = field(default_factory=list)
     """scenario families to use (default: all built-in)"""
     training_tokens: Optional[int] = None
@@ -66,9 +76,13 @@ class DemoConfig:
     def __post_init__(self) -> None:
         from gemma4_saelens_ext.behavior.config import check_prompt_limit
 
+        from gemma4_saelens_ext.behavior.kinds import check_kinds
+
         self.families = split_csv(self.families)
+        self.kinds = check_kinds(split_csv(self.kinds) or list(DEMO_KINDS), "--kinds")
         check_prompt_limit(self.max_prompts_per_family)
-        for name in ("samples_per_prompt", "max_new_tokens", "training_tokens"):
+        for name in ("samples_per_prompt", "max_new_tokens", "training_tokens", "max_statements",
+                     "max_control_prompts"):
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), low=1, integer=True)
         check_range("--min-free-gb", self.min_free_gb, low=0)
         check_out(self.out)

@@ -99,7 +99,10 @@ def _stage_dataset(cfg: DemoConfig, d: Path) -> dict[str, Any]:
         samples_per_prompt=cfg.samples_per_prompt,
         max_new_tokens=cfg.max_new_tokens,
         seed=cfg.seed,
+        kinds=list(cfg.kinds) + (["input_variation"] if use_iv and "input_variation" not in cfg.kinds else []),
         include_input_variation=use_iv,
+        max_statements=cfg.max_statements or (60 if cfg.quick else None),
+        max_control_prompts=cfg.max_control_prompts or (8 if cfg.quick else None),
         allow_empty_pool=True,
         # an interrupted build resumes from its completions checkpoint
         resume=(out / "manifest.json").exists() or (out / "raw").exists(),
@@ -107,7 +110,7 @@ def _stage_dataset(cfg: DemoConfig, d: Path) -> dict[str, Any]:
     )
     res = build_dataset(bc)
     return {"output": str(out), "rows": len(res.rows), "generated": res.n_generated, "resumed": res.n_resumed,
-            "input_variation_sampled": use_iv}
+            "input_variation_sampled": use_iv, "kinds": bc.kinds}
 
 
 def _model_overrides(cfg: DemoConfig) -> dict[str, Any]:
@@ -259,7 +262,7 @@ _DONE_MARKERS = {
 #: the DemoConfig fields each stage's output depends on (besides the stages before it)
 _STAGE_SETTINGS = {
     "dataset": ("model", "precision", "samples_per_prompt", "max_prompts_per_family", "max_new_tokens", "families",
-                "seed", "quick"),
+                "seed", "quick", "kinds", "max_statements", "max_control_prompts"),
     "train": ("layer", "config", "training_tokens", "train_overrides"),
     "eval": ("suite",),
     "export": (),

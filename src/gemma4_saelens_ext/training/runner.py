@@ -147,13 +147,16 @@ def train(
     """
     from contextlib import nullcontext
 
-    from gemma4_saelens_ext.io import check_out, output_lock
+    from gemma4_saelens_ext.io import check_disk_space, check_out, output_lock
     from gemma4_saelens_ext.training.progress import TrainingProgress
 
     spec = config if isinstance(config, TrainingConfig) else load_training_config(config, overrides)
     out = spec.runner.get("output_path", "output")  # SAELens's default; None: nothing saved
     if out is not None:
         check_out(out, what="runner.output_path (--out)")
+        # the saved SAE (encoder + decoder in fp32) and a checkpoint or two, before any model loads
+        d_in, d_sae = int(spec.sae.get("d_in") or 0), int(spec.sae.get("d_sae") or 0)
+        check_disk_space(out, 3 * 8 * d_in * d_sae + 50e6, f"training an SAE of d_in {d_in}, d_sae {d_sae}")
     if spec.runner.get("checkpoint_path"):
         check_out(spec.runner["checkpoint_path"], what="runner.checkpoint_path")
     if not any(isinstance(cb, TrainingProgress) for cb in callbacks):
