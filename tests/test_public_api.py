@@ -109,3 +109,20 @@ def test_suite_result_stands_in_for_its_folder(tmp_path):
     assert r / "report.json" == tmp_path / "report.json" and str(r) == str(tmp_path)
     assert Path(r) == tmp_path and [p.name for p in r.glob("*.json")] == ["report.json"]
     assert typing.get_type_hints(pkg.SuiteResult)["output_dir"] is Path
+
+
+def test_load_sae_reads_a_saved_folder_and_names_a_missing_release(tmp_path):
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    sae = TopKSAE(TopKSAEConfig(d_in=16, d_sae=48, k=4))
+    sae.cfg.metadata.hook_name = "blocks.3.hook_resid_post"
+    sae.save_model(tmp_path / "sae")
+    got = pkg.load_sae(tmp_path / "sae")
+    assert isinstance(got, pkg.LoadedSAE)
+    assert (got.d_in, got.d_sae, got.hook_name, got.sae_id) == (16, 48, "blocks.3.hook_resid_post", None)
+    torch.testing.assert_close(got.sae.W_enc, sae.W_enc)
+    from gemma4_saelens_ext.errors import UserError
+
+    with pytest.raises(UserError, match="did you mean"):
+        pkg.load_sae("Solshine/gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bi", "blocks.25.hook_resid_post")

@@ -15,7 +15,8 @@ checked on real activations with ``check_encode_convention(sae, activations)``; 
 Rooms: :mod:`.spec` (release specs; the leaf), :mod:`.checkpoint` (safe reading), :mod:`.convert` (upstream
 layout -> SAELens), :mod:`.convention` / :mod:`.convention_check`, :mod:`.loader` (the SAELens loader),
 :mod:`.registry` (SAELens's tables), :mod:`.folders` (load a folder or a release, errors naming the file),
-:mod:`.export`, :mod:`.card`, :mod:`.manifest`, :mod:`.to_upstream`.
+:mod:`.export`, :mod:`.card`, :mod:`.manifest`, :mod:`.to_upstream`; :mod:`.sae_ops` (batched encode/decode in
+eval mode and explained variance, for the convention check and the evals).
 May import: ``models`` and the package's leaves; sae_lens, torch, huggingface_hub.
 """
 

@@ -3,7 +3,8 @@
 SAELens's own loaders fail deep inside torch or the Hub client on a damaged folder (a ``cfg.json`` that is not
 JSON, a truncated ``sae_weights.safetensors``, a ``d_sae`` that disagrees with the weights) or a misspelled release
 ("check your connection"). :func:`load_sae_folder` checks the folder's files first, and :func:`load_release`
-checks the name against the releases SAELens knows (ours registered), listing close matches.
+checks the name against the releases SAELens knows (ours registered), listing close matches. :func:`load_sae`
+(the package's public entry point) takes either and returns a :class:`LoadedSAE`.
 """
 
 from __future__ import annotations
