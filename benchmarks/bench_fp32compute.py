@@ -33,7 +33,7 @@ class SaeExtraction:
         import numpy as np
         import pyarrow.parquet as pq
 
-        from gemma4_saelens_ext.evals.saeio import load_sae, sae_layer
+        from gemma4_saelens_ext.evals.saeio import sae_from_entry as load_sae, sae_layer
         from gemma4_saelens_ext.models.load import load_model
 
         d = Path(demo)

@@ -370,7 +370,7 @@ CASES = [
         t, ["a", None, "c"])), UserError, r"t\.parquet: null at row 2"),
     ("extract: texts file that does not exist", lambda t: _mod("activations.distributed").read_texts(str(t / "no.txt")),
      MissingFileError, r"--texts .*no\.txt: no such file"),
-    ("extract: zero batch size", lambda t: _mod("activations.config").ExtractSpec(batch_size=0), UserError,
+    ("extract: zero batch size", lambda t: _mod("activations.config").ExtractionConfig(batch_size=0), UserError,
      r"--batch-size=0 is out of range: it must be >= 1"),
     ("extract: --out is an existing folder", lambda t: _mod("activations.config").ExtractConfig(
         texts="t.txt", out=str(t)), UserError, r"--out .* is an existing folder, but this command writes a file there"),
@@ -420,16 +420,17 @@ CASES = [
     ("demo: the training config's sae.d_in is not the model's hidden size", lambda t: _demo(
         t, model=config_only(t), layer=2), ValueError, r"sae\.d_in=640 does not match the model's hidden size 64"),
     # ---- SAE folders and checkpoints: errors that name the file
-    ("missing SAE folder", lambda t: _mod("evals.saeio").load_sae({"path": str(t / "no_sae")}), FileNotFoundError,
+    ("missing SAE folder", lambda t: _mod("evals.saeio").sae_from_entry({"path": str(t / "no_sae")}), FileNotFoundError,
      r"SAE folder .* does not exist"),
-    ("SAE folder whose cfg.json is not JSON", lambda t: _mod("evals.saeio").load_sae(_sae_folder(t, "cfg")), UserError,
+    ("SAE folder whose cfg.json is not JSON",
+     lambda t: _mod("evals.saeio").sae_from_entry(_sae_folder(t, "cfg")), UserError,
      r"sae/cfg\.json is not valid JSON"),
-    ("SAE folder with truncated weights", lambda t: _mod("evals.saeio").load_sae(_sae_folder(t, "truncate")),
+    ("SAE folder with truncated weights", lambda t: _mod("evals.saeio").sae_from_entry(_sae_folder(t, "truncate")),
      UserError, r"sae/sae_weights\.safetensors cannot be read .*damaged or truncated"),
-    ("SAE folder whose cfg.json d_sae disagrees with the weights", lambda t: _mod("evals.saeio").load_sae(
+    ("SAE folder whose cfg.json d_sae disagrees with the weights", lambda t: _mod("evals.saeio").sae_from_entry(
         _sae_folder(t, "d_sae")), UserError, r"sae_weights\.safetensors: W_enc has shape \[32, 64\], but .*cfg\.json "
      r"says d_in=32, d_sae=128"),
-    ("SAE folder without its weights file", lambda t: _mod("evals.saeio").load_sae(_sae_folder(t, "weights")),
+    ("SAE folder without its weights file", lambda t: _mod("evals.saeio").sae_from_entry(_sae_folder(t, "weights")),
      MissingFileError, r"SAE folder .*sae has no sae_weights\.safetensors"),
     ("misspelled release name lists close matches (not 'check your connection')", lambda t: _mod(
         "releases.folders").load_release("Solshine/gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bi",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gemma4_saelens_ext.behavior.build import BuildConfig, build_dataset
-from gemma4_saelens_ext.behavior.generate import select_prompts
+from gemma4_saelens_ext.behavior.plan import select_prompts
 from gemma4_saelens_ext.behavior.judges import AnswerKeyJudge, ParaphraseJudge
 from gemma4_saelens_ext.behavior.kinds import KINDS, LABEL_RULES
 from gemma4_saelens_ext.behavior.scenario_facts import statements_provenance

@@ -28,7 +28,7 @@ def _leaf_commands():
 
 
 def _configs():
-    """Every command config, with nested config dataclasses (extract's ExtractSpec) included."""
+    """Every command config, with nested config dataclasses (extract's ExtractionConfig) included."""
     seen, todo = [], [c.config for _, c in _leaf_commands() if c.config is not None]
     while todo:
         cls = todo.pop()

@@ -36,6 +36,7 @@ def tiny_cfg(tmp_path, **over):
     return cfg
 
 
+@pytest.mark.slow  # loads the embedded model, runs the whole demo suite
 def test_demo_suite_end_to_end(tmp_path):
     out = run_suite(tiny_cfg(tmp_path), output_dir=str(tmp_path / "rep"))
     r = json.loads((out / "report.json").read_text())
@@ -100,6 +101,7 @@ def test_demo_suite_end_to_end(tmp_path):
     assert (out / "d_hist.png").exists() and (out / "probes.png").exists()
 
 
+@pytest.mark.slow  # loads the embedded model and generates
 def test_steering_alpha_zero_reproduces_unsteered_and_controls_run():
     from gemma4_saelens_ext.evals import steering as SG
     from gemma4_saelens_ext.models.load import load_model

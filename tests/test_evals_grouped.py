@@ -61,6 +61,7 @@ def test_cell_moment_kernel_equals_direct_d_on_flipped_and_resampled_rows():
         np.testing.assert_allclose(got[b], S.cohens_d(x[idx], y[idx]), atol=1e-8)
 
 
+@pytest.mark.slow  # Monte-Carlo calibration (200 null pools)
 def test_dvalues_calibrated_on_clustered_null_pools_and_row_level_fails():
     rej_dmax, rej_count, counts = [], [], []
     for seed in range(200):
@@ -89,6 +90,7 @@ def test_dvalues_find_a_planted_consistent_latent():
     assert np.mean(found) >= 0.9
 
 
+@pytest.mark.slow  # Monte-Carlo calibration (200 null pools, 16k probe fits)
 def test_probe_calibrated_with_grouped_folds_and_row_level_memorises():
     est = LogisticRegression(solver="liblinear")
     rej, bacc = [], []

@@ -17,7 +17,7 @@ import pytest
 
 from gemma4_saelens_ext.evals import stability as ST
 from gemma4_saelens_ext.evals import steering as SG
-from gemma4_saelens_ext.evals.spec import SteeringSpec
+from gemma4_saelens_ext.evals.spec import SteeringConfig
 from synthetic_pools import twin_pool
 
 ALPHAS = SG.DEFAULT_ALPHAS
@@ -62,7 +62,7 @@ def _outcomes(rng, effect: float, n_prompts: int = 24, prompt_sd: float = 1.0) -
 
 
 def test_default_random_directions_let_the_rank_test_reach_005():
-    assert SteeringSpec().n_random_directions >= 19
+    assert SteeringConfig().n_random_directions >= 19
     rng = np.random.default_rng(0)
     outcomes = {"SAE": _outcomes(rng, 1.5), "mean difference (raw)": _outcomes(rng, 1.0)}
     outcomes.update({f"random {i}": _outcomes(rng, 0.0) for i in range(19)})

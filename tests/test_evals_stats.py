@@ -133,8 +133,17 @@ def test_bootstrap_keeps_class_sizes_and_min_class_warning():
     x = rng.normal(size=(34, 10))
     r = dvalue_analysis(x, y, n_permutations=100, n_bootstrap=100, min_class_size=10)
     assert r.warnings and "only 4 honest" in r.warnings[0]
-    b = S.bootstrap_d(x, y, n_bootstrap=20)
-    assert b["d_max"].shape == (20,) and np.isfinite(b["d_max"]).all()
+    b = S.bootstrap_d(x, y, n_bootstrap=2000)
+    # class sizes fixed: a row-level bootstrap would leave no honest row in ~1.4% of resamples (d undefined)
+    assert b["d_max"].shape == (2000,) and np.isfinite(b["d_max"]).all()
+    # the same distribution as a plain loop that resamples each class with replacement (independent computation)
+    loop = []
+    for _ in range(2000):
+        i = np.concatenate([rng.choice(np.flatnonzero(y == 1), 4), rng.choice(np.flatnonzero(y == 0), 30)])
+        loop.append(np.abs(S.cohens_d(x[i], y[i])).max())
+    se = np.hypot(b["d_max"].std(), np.std(loop)) / np.sqrt(2000)
+    assert abs(b["d_max"].mean() - np.mean(loop)) < 4 * se
+    assert abs(np.quantile(b["d_max"], 0.9) - np.quantile(loop, 0.9)) < 0.1 * np.quantile(loop, 0.9)
 
 
 def test_label_errors():

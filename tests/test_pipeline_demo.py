@@ -35,6 +35,7 @@ def _numbers(obj):
             yield from _numbers(v)
 
 
+@pytest.mark.slow  # the whole demo: dataset, training, evals, twice
 def test_demo_end_to_end_and_resume(tmp_path: Path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), *QUICK]) == 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gemma4_saelens_ext.activations.distributed import (
-    ExtractSpec,
+    ExtractionConfig,
     batch_plan,
     extract_shard,
     load_activations,
@@ -63,7 +63,7 @@ def test_plan_is_disjoint_and_covering():
 
 
 def test_in_process_shards_merge_to_single_run(tiny, tmp_path: Path):
-    spec = ExtractSpec(model=MODEL, precision="fp32", layer=LAYER, pooling="mean", batch_size=2)
+    spec = ExtractionConfig(model=MODEL, precision="fp32", layer=LAYER, pooling="mean", batch_size=2)
     out = tmp_path / "acts.safetensors"
     meta = {"model": MODEL, "precision": "fp32", "layer": str(LAYER), "pooling": "mean", "d_model": str(tiny.d_model)}
     n = torch.get_num_threads()
@@ -83,6 +83,7 @@ def test_in_process_shards_merge_to_single_run(tiny, tmp_path: Path):
     assert torch.equal(merged, _reference(tiny, "mean", 2))
 
 
+@pytest.mark.slow  # torchrun: two processes load the model
 def test_torchrun_two_ranks_equals_one_process(tiny, tmp_path: Path):
     texts = tmp_path / "texts.jsonl"
     import json

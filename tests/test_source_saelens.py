@@ -74,8 +74,9 @@ def test_demo_config_trains_through_runner(tmp_path, gemma3_nf4):
     with torch.no_grad():
         x_hat = loaded.decode(loaded.encode(x))
     ev = 1 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
-    print(f"held-out EV {ev:.3f} (mean-only baseline: 0)")
-    assert ev > 0.0
+    # mean-only baseline: 0. Measured 0.475 at this budget (2026-12-02, seeded runner, CPU); the bound leaves room
+    # for run-to-run noise but fails for an SAE that learned little (an untrained TopK SAE is far below 0)
+    assert ev > 0.3, f"held-out EV {ev:.3f}"
     assert ((loaded.encode(x) != 0).sum(-1) <= 16).all()
 
 

@@ -7,6 +7,11 @@ The package is a set of rooms that follow the pipeline, each importing only the 
 ``evals`` (statistics and eval families) -> ``pipeline`` (the demo) -> ``cli`` (the ``gemma4-sae`` command).
 ``io``, ``paths`` and ``versions`` are leaves every room may use.
 
+The public API is the names below (:data:`ENTRY_POINTS` and their result types; docs/api.md)::
+
+    from gemma4_saelens_ext import load_model, extract_activations, build_dataset, train, load_sae, run_suite
+    from gemma4_saelens_ext import dvalue_analysis, cross_validated_probe
+
 Importing the package (or any statistics module) loads neither torch, transformers nor sae_lens: public names are
 resolved on first use. Register the Gemma 4 behavior releases with SAELens with one line::
 
@@ -38,12 +43,23 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
     return __getattr__, __dir__
 
 
+#: The public API: one import path each (``from gemma4_saelens_ext import train``), each returning a documented
+#: dataclass (docs/api.md). The pipeline in order: load a model at a precision, read its activations, build a
+#: labelled dataset, train an SAE, load an SAE (a release or a folder), run an eval suite, and the two statistics.
+ENTRY_POINTS = (
+    "load_model", "extract_activations", "build_dataset", "train", "load_sae", "run_suite", "dvalue_analysis",
+    "cross_validated_probe",
+)
 _EXPORTS = {
-    "register_releases": "releases.registry",
-    "load_model": "models.load",
-    "PRECISIONS": "models.precision",
-    "get_precision": "models.precision",
-    "from_pretrained_kwargs": "models.precision",
+    "load_model": "models.load", "LoadedModel": "models.load",
+    "extract_activations": "activations.source", "Activations": "activations.source",
+    "build_dataset": "behavior.build", "BuildConfig": "behavior.config", "BuildResult": "behavior.config",
+    "train": "training.runner", "TrainResult": "training.runner",
+    "load_sae": "releases.folders", "LoadedSAE": "releases.folders",
+    "register_releases": "releases.registry",  # the one line that makes SAE.from_pretrained know our releases
+    "run_suite": "evals.suite", "SuiteResult": "evals.suite",
+    "dvalue_analysis": "evals.dvalues", "DValueResult": "evals.dvalues",
+    "cross_validated_probe": "evals.probes", "ProbeResult": "evals.probes",
 }
-__all__ = ["__version__", "lazy_exports", *_EXPORTS]
+__all__ = ["__version__", *_EXPORTS]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

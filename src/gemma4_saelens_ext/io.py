@@ -15,6 +15,9 @@ untouched.
       with atomic_path(out / "data.parquet") as tmp:
           pq.write_table(table, tmp)
 
+Reading: :func:`read_records` is the one reader of a parquet or JSONL file's records, with the row or line number of
+each (so an error can name it).
+
 Before a long job writes anything, :func:`check_out` refuses an output path that cannot be written (an existing
 file where a folder goes, a parent that is a file, a folder without write permission) and :func:`check_disk_space`
 a disk too full for it; :func:`output_lock` then holds an exclusive lock on the output (a ``.NAME.lock`` file beside
@@ -37,7 +40,7 @@ from typing import Any, Iterator, Literal
 from gemma4_saelens_ext.errors import OutputBusyError, UserError
 
 __all__ = ["atomic_path", "atomic_write", "atomic_write_json", "to_jsonable", "check_out", "check_disk_space",
-           "output_lock"]
+           "output_lock", "read_records"]
 
 
 def _fsync(path: Path) -> None:
@@ -184,3 +187,29 @@ def output_lock(path: str | os.PathLike[str], *, what: str = "--out") -> Iterato
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
+
+
+def read_records(path: str | Path, *, columns: list[str] | None = None) -> tuple[list[Any], list[int], str]:
+    """``(records, numbers, unit)`` of a ``.parquet`` file (pyarrow; dicts, ``unit="row"``, 1-based row numbers;
+    ``columns`` reads only those) or a JSONL file (one JSON value per line, blank lines skipped, ``unit="line"``,
+    1-based line numbers). A line that is not JSON, or a column the file lacks, is refused naming it."""
+    p = Path(path)
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        if columns is not None:
+            have = pq.read_schema(p).names
+            if missing := [c for c in columns if c not in have]:
+                raise UserError(f"{p} has no column {missing[0]!r} (columns: {have}).", "set --column.")
+        rows = pq.read_table(p, columns=columns).to_pylist()
+        return rows, list(range(1, len(rows) + 1)), "row"
+    records, numbers = [], []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p} line {n}: not valid JSON ({e.msg}).", "fix or remove that line.") from None
+        numbers.append(n)
+    return records, numbers, "line"

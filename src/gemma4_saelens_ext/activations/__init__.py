@@ -13,6 +13,7 @@ from gemma4_saelens_ext import lazy_exports
 
 _EXPORTS = {
     "Gemma4ActivationSource": "source", "activations": "source", "steering_hook": "source",
+    "extract_activations": "source", "Activations": "source",
     "length_sorted_batches": "batching", "run_extract": "distributed", "load_activations": "distributed",
 }
 __all__ = list(_EXPORTS)

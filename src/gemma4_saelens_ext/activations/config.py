@@ -11,11 +11,11 @@ from gemma4_saelens_ext.errors import check_range
 from gemma4_saelens_ext.io import check_out
 from gemma4_saelens_ext.options import layer_field, precision_field, switch
 
-__all__ = ["ExtractSpec", "ExtractConfig"]
+__all__ = ["ExtractionConfig", "ExtractConfig"]
 
 
 @dataclass
-class ExtractSpec:
+class ExtractionConfig:
     """What an extraction computes (shared by every rank; the merged file's metadata records it)."""
 
     model: str = "gemma-3-270m"
@@ -50,7 +50,7 @@ class ExtractConfig:
     """merged .safetensors output"""
     column: str = "text"
     """text field of jsonl/parquet/dataset inputs"""
-    spec: ExtractSpec = field(default_factory=ExtractSpec)
+    spec: ExtractionConfig = field(default_factory=ExtractionConfig)
     """what to compute"""
     keep_shards: bool = switch(False)
     """keep the per-rank shard files after merging"""

@@ -39,13 +39,13 @@ from safetensors.torch import save_file
 from gemma4_saelens_ext.activations.batching import length_sorted_batches
 from gemma4_saelens_ext.activations.dist import barrier as _barrier
 from gemma4_saelens_ext.activations.dist import init_distributed as _init_dist
-from gemma4_saelens_ext.activations.config import ExtractConfig, ExtractSpec
+from gemma4_saelens_ext.activations.config import ExtractConfig, ExtractionConfig
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ExtractConfig",
-    "ExtractSpec",
+    "ExtractionConfig",
     "batch_plan",
     "rank_batches",
     "extract_shard",
@@ -131,6 +131,7 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
     number, never dropped or turned into ``"None"``; only blank lines at the end of a ``.txt`` file and blank lines
     of a ``.jsonl`` file (not records) are skipped."""
     from gemma4_saelens_ext.errors import MissingFileError, UserError
+    from gemma4_saelens_ext.io import read_records
 
     p = Path(path)
     if p.is_dir() and (p / "data" / "all.parquet").is_file():
@@ -152,23 +153,9 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
         raise UserError(f"{p} record {n}: expected a string or an object with a {column!r} field, got "
                         f"{type(obj).__name__}.", f"give every record a {column!r} field (or set --column).")
 
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(p)
-        if column not in table.column_names:
-            raise UserError(f"{p} has no column {column!r} (columns: {table.column_names}).", "set --column.")
-        return _check_texts(table.column(column).to_pylist(), str(p), unit="row")
-    if p.suffix == ".jsonl":
-        nums, vals = [], []
-        for n, line in enumerate(p.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    vals.append(pick(json.loads(line), n))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{p} line {n}: not valid JSON ({e.msg}).", "fix or remove that line.") from None
-                nums.append(n)
-        return _check_texts(vals, str(p), nums)
+    if p.suffix in (".parquet", ".jsonl"):
+        recs, nums, unit = read_records(p, columns=[column] if p.suffix == ".parquet" else None)
+        return _check_texts([pick(r, n) for r, n in zip(recs, nums)], str(p), nums, unit=unit)
     if p.suffix == ".json":
         try:
             data = json.loads(p.read_text())
@@ -187,7 +174,7 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
 def extract_shard(
     lm: Any,
     texts: Sequence[str],
-    spec: ExtractSpec,
+    spec: ExtractionConfig,
     rank: int = 0,
     world_size: int = 1,
     *,
@@ -281,7 +268,7 @@ def merge_shards(out: str | Path, world_size: int, n_texts: int, *, keep_shards:
 
 
 # ------------------------------------------------------------------------------------------------------------- driver
-def check_output_space(out: str | Path, lm: Any, texts: Sequence[str], spec: ExtractSpec) -> float:
+def check_output_space(out: str | Path, lm: Any, texts: Sequence[str], spec: ExtractionConfig) -> float:
     """Free disk at ``out`` for the shards plus the merged file (float32; per token for ``pooling="none"``, counted
     with the tokenizer), checked before the forward passes."""
     from gemma4_saelens_ext.io import check_disk_space
@@ -296,7 +283,7 @@ def check_output_space(out: str | Path, lm: Any, texts: Sequence[str], spec: Ext
 
 
 def run_extract(
-    texts: Sequence[str], out: str | Path, spec: ExtractSpec, *, keep_shards: bool = False, progress: bool = True
+    texts: Sequence[str], out: str | Path, spec: ExtractionConfig, *, keep_shards: bool = False, progress: bool = True
 ) -> Path | None:
     """Run on every rank (or alone); returns the merged path on rank 0, ``None`` elsewhere."""
     import torch.distributed as dist

@@ -4,6 +4,7 @@
   both TransformerLens-style (``blocks.L.hook_resid_post``) and by HF module path (``model.layers.L``), so
   ``LanguageModelSAETrainingRunner(cfg, override_model=source)`` trains from it and stops the forward after L.
 * :func:`activations` returns per-token or pooled activations for a list of texts (batched, padding-masked);
+  :func:`extract_activations` (the public entry point) returns them as :class:`Activations`, with their layer;
   :func:`layer_batches` yields the same forward passes one batch at a time (the evals' one-pass extraction).
 * :func:`steering_hook` adds ``alpha * direction`` to layer L's output while generating;
   :func:`steering_rows_hook` adds a different vector to each batch row, and :func:`branched_prefill` runs a prompt
@@ -24,13 +25,14 @@ from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
 from gemma4_saelens_ext.activations.batching import length_sorted_batches
+from gemma4_saelens_ext.models.layers import hook_name
 from gemma4_saelens_ext.models.load import LoadedModel
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "Gemma4ActivationSource", "activations", "steering_hook", "steering_rows_hook", "branched_prefill",
-    "layer_output_tensor", "layer_batches", "LayerBatch", "pool",
+    "layer_output_tensor", "layer_batches", "LayerBatch", "pool", "extract_activations", "Activations",
 ]
 
 Pooling = Literal["none", "last", "mean", "max"]
@@ -168,6 +170,42 @@ def activations(
     return torch.stack([t for t in out if t is not None])
 
 
+@dataclass
+class Activations:
+    """What :func:`extract_activations` returns: layer-L residual-stream activations and where they came from."""
+
+    #: ``[n_texts, d_model]`` float32 (pooled), or one ``[n_tokens, d_model]`` tensor per text (``pooling="none"``)
+    acts: torch.Tensor | list[torch.Tensor]
+    #: the decoder layer whose output was read
+    layer: int
+    #: the same layer as a SAELens hook name, ``blocks.L.hook_resid_post``
+    hook_name: str
+    #: ``none``, ``last``, ``mean`` or ``max``
+    pooling: str
+    #: the model's source (embedded name, folder or Hub id) and precision preset
+    model: str
+    precision: str
+
+
+def extract_activations(
+    model: LoadedModel,
+    texts: Sequence[str],
+    layer: int | str,
+    *,
+    pooling: Pooling = "mean",
+    completion_start: Sequence[int] | None = None,
+    batch_size: int = 8,
+    max_length: int | None = 512,
+    progress: bool = False,
+) -> Activations:
+    """Layer-``layer`` activations of ``texts`` (see :func:`activations`), with the layer, hook name, pooling and
+    model recorded beside them. ``completion_start`` (char offsets, one per text) pools only the completion."""
+    acts = activations(model, texts, layer, pooling=pooling, completion_start=completion_start,
+                       batch_size=batch_size, max_length=max_length, progress=progress)
+    L = model.resolve_layer(layer)
+    return Activations(acts, L, hook_name(L), pooling, model.source, model.precision)
+
+
 @contextlib.contextmanager
 def steering_hook(lm: LoadedModel, layer: int | str, direction: torch.Tensor, alpha: float) -> Iterator[None]:
     """Add ``alpha * direction`` to layer L's output at every position (every row) while the context is open.
@@ -251,7 +289,7 @@ class Gemma4ActivationSource(HookedProxyLM):
 
     def __init__(self, lm: LoadedModel, hook_names: Sequence[str | int]):
         self.lm = lm
-        self._requested = [str(h) if not isinstance(h, int) else f"blocks.{h}.hook_resid_post" for h in hook_names]
+        self._requested = [str(h) if not isinstance(h, int) else hook_name(h) for h in hook_names]
         # resolve (and validate) before HookedProxyLM.__init__ calls setup()
         self._layer_of = {name: lm.resolve_layer(name) for name in self._requested}
         super().__init__(lm.model, lm.tokenizer, hook_names=None)

@@ -18,9 +18,9 @@ are per key), LLM labels already cached are not requested again. Every file exce
 checkpoints is written atomically (:mod:`gemma4_saelens_ext.io`), so a kill never leaves a half-written file
 behind; a truncated last JSONL line (a kill mid-write) is dropped and regenerated.
 
-The steps live in their own modules: :mod:`.store` (checkpoints, resume guard), :mod:`.generate` (prompts,
-sampling), :mod:`.sharding` (torchrun), :mod:`.writer` (parquet, card, manifest); this module labels the
-completions, forms the pools and splits, and ties the steps together.
+The steps live in their own modules: :mod:`.store` (checkpoints, resume guard), :mod:`.plan` (which prompts,
+how many samples, sampling what is missing), :mod:`.sharding` (torchrun), :mod:`.writer` (parquet, card,
+manifest); this module labels the completions, forms the pools and splits, and ties the steps together.
 
 Labels follow each kind's rule (:mod:`.kinds`): role play and input variation by the primary judge; on-policy
 instructed pairs and incentive prompts by the answer-key judge (column ``label_answer_key``); off-policy instructed
@@ -46,7 +46,6 @@ from gemma4_saelens_ext.behavior.config import (
     BuildError,
     BuildResult,
 )
-from gemma4_saelens_ext.behavior.generate import sample_missing, select_prompts, written_records
 from gemma4_saelens_ext.behavior.judges import (
     DECISIVE,
     UNLABELLED,
@@ -61,6 +60,7 @@ from gemma4_saelens_ext.behavior.judges import (
 )
 from gemma4_saelens_ext.behavior.llm_judge import LLMJudge
 from gemma4_saelens_ext.behavior.kinds import CONTROL
+from gemma4_saelens_ext.behavior.plan import sample_missing, select_prompts, written_records
 from gemma4_saelens_ext.behavior.pools import (
     NATURAL_KINDS,
     PoolError,

@@ -27,6 +27,7 @@ __all__ = [
     "split_groups",
     "input_variation_split",
     "stable_order",
+    "take_whole_groups",
     "count_table",
     "kind_summary",
     "NATURAL_KINDS",
@@ -52,6 +53,20 @@ def _rank(seed: int, key: str) -> str:
 def stable_order(keys: Iterable[str], seed: int) -> list[str]:
     """A seeded shuffle that does not depend on input order: sort by hash(seed, key)."""
     return sorted(set(keys), key=lambda k: (_rank(seed, k), k))
+
+
+def take_whole_groups(sizes: Mapping[str, int], max_total: int, seed: int) -> list[str]:
+    """The one seeded sample of whole groups: groups (``sizes``: id -> rows or prompts) in :func:`stable_order`,
+    each taken whole while the total stays <= ``max_total`` (a group that does not fit is passed over, a smaller
+    one after it may still fit); at least one group. Depends on the group ids and the seed, not on their order."""
+    chosen: list[str] = []
+    total = 0
+    for g in stable_order(sizes, seed):
+        if chosen and total + sizes[g] > max_total:
+            continue
+        chosen.append(g)
+        total += sizes[g]
+    return chosen
 
 
 @dataclass

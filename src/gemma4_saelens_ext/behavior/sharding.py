@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma4_saelens_ext.behavior.config import BuildConfig, BuildError
-from gemma4_saelens_ext.behavior.generate import sample_missing
+from gemma4_saelens_ext.behavior.plan import sample_missing
 from gemma4_saelens_ext.behavior.scenarios import Prompt
 from gemma4_saelens_ext.behavior.store import append_jsonl, prepare_out, read_jsonl
 

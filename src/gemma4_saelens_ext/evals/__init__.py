@@ -12,7 +12,8 @@
 * :mod:`.training_callback` — cheap evals every N steps of SAELens training (``train(..., callbacks=[hook])``)
 
 May import every room before it (models, activations, behavior, training, releases) and the leaves; the statistics
-modules import none of them.
+modules import none of them, except the seeded sample of whole groups that datasets and evals share
+(:func:`gemma4_saelens_ext.behavior.pools.take_whole_groups`, imported where it is used).
 """
 
 from gemma4_saelens_ext import lazy_exports
@@ -21,6 +22,7 @@ _EXPORTS = {
     "dvalue_analysis": "dvalues", "DValueResult": "dvalues", "replication_analysis": "dvalues",
     "ReplicationResult": "dvalues", "cohens_d": "stats", "permutation_null_d": "stats",
     "cross_validated_probe": "probes", "ProbeResult": "probes", "load_suite": "suite_file", "run_suite": "suite",
+    "SuiteResult": "suite",
     "SuiteConfig": "spec",
 }
 __all__ = list(_EXPORTS)

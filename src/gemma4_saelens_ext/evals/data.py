@@ -7,7 +7,6 @@ Rows are dicts with at least ``text``, ``prompt``, ``completion``, ``label`` (ho
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,26 +68,13 @@ def check_rows(rows: list[dict], where: str, *, unit: str = "row", numbers: list
 def _read_file(p: Path) -> tuple[list[dict], list[int], str]:
     """Rows of a parquet or JSONL file with their (1-based) row or line numbers."""
     from gemma4_saelens_ext.errors import UserError
+    from gemma4_saelens_ext.io import read_records
 
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(p).to_pylist()
-        return rows, list(range(1, len(rows) + 1)), "row"
-    rows, nums = [], []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"dataset file {p} line {n}: not valid JSON ({e.msg}).",
-                            "fix or remove that line.") from None
+    rows, nums, unit = read_records(p)
+    for n, r in zip(nums, rows):
         if not isinstance(r, dict):
             raise UserError(f"dataset file {p} line {n}: expected a JSON object per line, got {type(r).__name__}.")
-        rows.append(r)
-        nums.append(n)
-    return rows, nums, "line"
+    return rows, nums, unit
 
 
 def load_rows(path: str, split: str) -> list[dict]:
@@ -100,10 +86,7 @@ def load_rows(path: str, split: str) -> list[dict]:
     p = Path(path)
     rows: list[dict]
     if p.is_dir() and (p / "data" / f"{split}.parquet").exists():
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(p / "data" / f"{split}.parquet").to_pylist()
-        check_rows(rows, str(p / "data" / f"{split}.parquet"))
+        rows = check_rows(_read_file(p / "data" / f"{split}.parquet")[0], str(p / "data" / f"{split}.parquet"))
     elif p.is_file():
         rows, nums, unit = _read_file(p)
         no_split = [n for n, r in zip(nums, rows) if r.get("split") is None]

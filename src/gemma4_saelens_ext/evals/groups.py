@@ -19,7 +19,6 @@ what the row-level diagnostic reports.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -108,17 +107,13 @@ def sample_groups(groups: Sequence[Any], max_rows: int | None, seed: int) -> np.
     """Sorted row indices of a seeded sample of whole groups holding at most ``max_rows`` rows (at least one
     group). ``max_rows=None`` or a limit >= the row count keeps every row. The order of groups is a hash of
     (seed, group id), so the sample does not depend on the row order."""
+    from gemma4_saelens_ext.behavior.pools import take_whole_groups
+
     g = np.asarray([str(v) for v in groups])
     if max_rows is None or max_rows >= len(g):
         return np.arange(len(g))
-    uniq = sorted(set(g.tolist()), key=lambda v: hashlib.sha256(f"{seed}|{v}".encode()).hexdigest())
-    sizes = {u: int((g == u).sum()) for u in uniq}
-    chosen, total = [], 0
-    for u in uniq:
-        if chosen and total + sizes[u] > max_rows:
-            continue
-        chosen.append(u)
-        total += sizes[u]
+    uniq, counts = np.unique(g, return_counts=True)
+    chosen = take_whole_groups(dict(zip(uniq.tolist(), counts.tolist())), max_rows, seed)
     return np.flatnonzero(np.isin(g, chosen))
 
 

@@ -42,6 +42,9 @@ __all__ = ["ProbeResult", "check_cv_labels", "grouped_folds", "default_probe", "
 
 @dataclass
 class ProbeResult:
+    """A cross-validated probe: balanced accuracy and AUROC (mean over folds, unit-bootstrap CIs), each beside its
+    null p-value, the row counts, the number of units of inference (``n_groups``) and a verdict in words."""
+
     name: str
     n_pos: int
     n_neg: int
@@ -195,7 +198,7 @@ def _null(est: Any, X: Any, y: np.ndarray, design: NullDesign | None, folds: lis
 
 
 def cross_validated_probe(
-    X: Any,
+    acts: Any,
     y: Any,
     *,
     groups: Any = None,
@@ -210,7 +213,7 @@ def cross_validated_probe(
     min_class_size: int = 10,
     alpha: float = 0.05,
 ) -> ProbeResult:
-    """k-fold CV probe with a null and bootstrap CIs. ``X``: [n, k] array, or a list of strings when
+    """k-fold CV probe with a null and bootstrap CIs. ``acts``: [n, k] array, or a list of strings when
     ``estimator`` starts with a text vectorizer (see :func:`lexical_probe_estimator`).
 
     ``groups`` (one id per row) and/or ``clusters`` (a coarser unit) or a ``layout``: folds keep units whole
@@ -218,6 +221,7 @@ def cross_validated_probe(
     units. All ``None``: ``StratifiedKFold`` over rows, shuffled-label null, row bootstrap (independent rows
     assumed: on clustered pools this memorises prompts)."""
     y = np.asarray(y).astype(np.int64)
+    X = acts
     if not isinstance(X, list):
         X = check_finite(np.asarray(X, dtype=np.float32), f"{name}: features")
     if len(X) != len(y):

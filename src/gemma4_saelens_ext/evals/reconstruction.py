@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gemma4_saelens_ext.releases.sae_ops import explained_variance
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -45,8 +47,10 @@ def reconstruction_metrics(x: Any, x_hat: Any, feats: Any) -> dict[str, float]:
     if x.shape[0] == 0:
         raise ValueError("no activations to evaluate (empty split?)")
     resid = ((x - x_hat) ** 2).sum()
-    total = ((x - x.mean(0, keepdims=True)) ** 2).sum()
-    ev = float(1.0 - resid / total) if total > 0 else (1.0 if resid == 0 else 0.0)
+    try:
+        ev = explained_variance(x, x_hat)
+    except ValueError:  # constant activations: 1 when reconstructed exactly, else 0
+        ev = 1.0 if resid == 0 else 0.0
     nz = f != 0
     return {
         "explained_variance": ev,
@@ -60,7 +64,7 @@ def reconstruction_metrics(x: Any, x_hat: Any, feats: Any) -> dict[str, float]:
 
 def sae_reconstruction(sae: Any, x: Any, *, batch_size: int = 4096) -> tuple[dict[str, float], np.ndarray]:
     """Run ``x`` through the SAE; return (metrics, latents)."""
-    from gemma4_saelens_ext.evals.saeio import encode_decode
+    from gemma4_saelens_ext.releases.sae_ops import encode_decode
 
     feats, recon = encode_decode(sae, x, batch_size=batch_size)
     return reconstruction_metrics(np.asarray(x, dtype=np.float32), recon, feats), feats

@@ -5,9 +5,7 @@ Kept apart from the statistics so those stay pure; everything here touches torch
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,92 +13,33 @@ import numpy as np
 import torch
 from sae_lens import SAE
 
+from gemma4_saelens_ext.releases.sae_ops import encode_decode  # re-exported: the evals' import path
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "load_sae", "encode_decode", "random_sae_like", "check_sae_matches", "saved_sae_config", "sae_layer",
+    "sae_from_entry", "encode_decode", "random_sae_like", "check_sae_matches", "saved_sae_config", "sae_layer",
     "decoder_rows", "encode_unit", "ENCODE_UNITS",
 ]
 
 
-def load_sae(spec: Any, *, device: str = "cpu") -> SAE:
-    """``spec``: an ``SAE``; a folder saved by SAELens (``{"path": ...}`` or a str path); or a release
-    (``{"release": ..., "sae_id": ...}`` through ``SAE.from_pretrained``, so our releases' converter applies)."""
-    if isinstance(spec, SAE):
-        return spec
-    if isinstance(spec, (str, Path)):
-        spec = {"path": str(spec)}
-    if not isinstance(spec, dict):
-        raise TypeError(f"SAE spec must be an SAE, a path or a dict with path / release+sae_id, got {type(spec)}")
+def sae_from_entry(entry: Any, *, device: str = "cpu") -> SAE:
+    """The SAE a suite entry names: an ``SAE`` as is; a folder saved by SAELens (``{"path": ...}`` or a str path); or
+    a release (``{"release": ..., "sae_id": ...}``), through :mod:`gemma4_saelens_ext.releases.folders`, whose errors
+    name the file, the close names or what to fetch."""
+    if isinstance(entry, SAE):
+        return entry
+    if isinstance(entry, (str, Path)):
+        entry = {"path": str(entry)}
+    if not isinstance(entry, dict):
+        raise TypeError(f"SAE entry must be an SAE, a path or a dict with path / release+sae_id, got {type(entry)}")
     from gemma4_saelens_ext.releases.folders import load_release, load_sae_folder
 
-    if spec.get("path"):
-        return load_sae_folder(spec["path"], device=device)  # a damaged folder's error names the file
-    if spec.get("release"):
-        try:  # close names of a misspelling; our releases registered (SAELens's own loaders for SAELens's releases)
-            with _headers_from_hf_cache():
-                return load_release(spec["release"], spec.get("sae_id"), device=device)
-        except OSError as e:  # requests' ConnectionError is an OSError too
-            from huggingface_hub.errors import LocalEntryNotFoundError
-
-            from gemma4_saelens_ext.errors import MissingFileError
-
-            if not (isinstance(e, LocalEntryNotFoundError) or "huggingface.co" in str(e)):
-                raise  # e.g. the plugin's ReleaseFilesNotFoundError, which already says what to fetch
-            raise MissingFileError(
-                f"SAE {spec['release']}/{spec.get('sae_id')}: its files are not in the Hugging Face cache and the Hub "
-                f"is not reachable ({type(e).__name__}: {str(e)[:200]}).",
-                "fetch them once where the Hub is reachable (SAE.from_pretrained(release, sae_id) or `hf download "
-                "<repo> <files>`), with HF_HOME / HF_HUB_CACHE pointing at the cache used here.") from e
-    raise ValueError(f"SAE spec {spec} needs `path` or `release` (+ `sae_id`).")
-
-
-@contextlib.contextmanager
-def _headers_from_hf_cache() -> Iterator[None]:
-    """SAELens's ``gemma_3`` loader (Gemma Scope 2) reads a safetensors file's tensor shapes with an HTTP range
-    request (``get_safetensors_tensor_shapes``), even with ``HF_HUB_OFFLINE=1`` and the file in the HF cache, so
-    those releases cannot load offline. While loading, the shapes come from the cached file's header when the file is
-    in the cache (the loader reads that same file next); otherwise SAELens's request runs as before."""
-    from huggingface_hub import constants, try_to_load_from_cache
-    from safetensors import safe_open
-    from sae_lens.loading import pretrained_sae_loaders as L
-
-    original = L.get_safetensors_tensor_shapes
-
-    def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
-        path = try_to_load_from_cache(repo_id, filename, cache_dir=constants.HF_HUB_CACHE)
-        if not isinstance(path, str):
-            return original(repo_id, filename)
-        with safe_open(path, framework="pt") as f:  # type: ignore[no-untyped-call]
-            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-
-    L.get_safetensors_tensor_shapes = shapes
-    try:
-        yield
-    finally:
-        L.get_safetensors_tensor_shapes = original
-
-
-@torch.no_grad()
-def encode_decode(sae: SAE, x: Any, *, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(latents [n, d_sae], reconstruction [n, d_in]) as float32 numpy, batched to bound memory."""
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if x.shape[-1] != sae.cfg.d_in:
-        raise ValueError(f"activations have width {x.shape[-1]} but the SAE expects d_in={sae.cfg.d_in}.")
-    dev, dt = sae.W_dec.device, sae.W_dec.dtype
-    feats, recon = [], []
-    was_training = sae.training
-    sae.eval()
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i : i + batch_size].to(device=dev, dtype=dt)
-        f = sae.encode(xb)
-        feats.append(f.float().cpu())
-        recon.append(sae.decode(f).float().cpu())
-    if was_training:
-        sae.train()
-    if not feats:
-        return np.zeros((0, sae.cfg.d_sae), np.float32), np.zeros((0, sae.cfg.d_in), np.float32)
-    return torch.cat(feats).numpy(), torch.cat(recon).numpy()
+    if entry.get("path"):
+        return load_sae_folder(entry["path"], device=device)  # a damaged folder's error names the file
+    if entry.get("release"):
+        return load_release(entry["release"], entry.get("sae_id"), device=device)
+    raise ValueError(f"SAE entry {entry} needs `path` or `release` (+ `sae_id`).")
 
 
 @torch.no_grad()

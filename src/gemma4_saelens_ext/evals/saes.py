@@ -223,7 +223,7 @@ def train_suite_sae(cfg: Any, entry: dict[str, Any], rows: list[dict], out: Path
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gemma4_saelens_ext.evals.saeio import load_sae
+    from gemma4_saelens_ext.evals.saeio import sae_from_entry
     from gemma4_saelens_ext.training.config import load_training_config
     from gemma4_saelens_ext.training.runner import train
 
@@ -234,14 +234,14 @@ def train_suite_sae(cfg: Any, entry: dict[str, Any], rows: list[dict], out: Path
     logger.info("training the suite's SAE with %s (%d texts, %s tokens)", spec.config_path or "a config dict",
                 len(rows), spec.runner.get("training_tokens"))
     t0 = time.perf_counter()
-    _, path = train(spec)
+    path = train(spec).output_path
     cache = Path(spec.runner["checkpoint_path"]) / "activation_cache"  # training.prepare_activation_cache's default
     section = {"kind": "trained in-suite (gemma4_saelens_ext.training.train, SAELens runner)",
                "train": str(entry["train"]), "config_path": spec.config_path,
                "overrides": dict(entry.get("overrides") or {}), "path": str(path), "training_texts": len(rows),
                "training": {k: spec.raw[k] for k in ("model", "sae", "runner") if k in spec.raw},
                "from_cached_activations": cache.exists(), "train_seconds": round(time.perf_counter() - t0, 1)}
-    return load_sae({"path": str(path)}), section
+    return sae_from_entry({"path": str(path)}), section
 
 
 def check_before_loading(cfg: Any) -> None:
@@ -270,10 +270,10 @@ def check_before_loading(cfg: Any) -> None:
 def load_suite_saes(cfg: Any, train_rows: list[dict], out: Path) -> list[SuiteSAE]:
     """Load every SAE of ``cfg.saes`` (a missing one fails before any training), then train the ``train`` entry on
     ``train_rows``; in the list's order."""
-    from gemma4_saelens_ext.evals.saeio import encode_unit, load_sae
+    from gemma4_saelens_ext.evals.saeio import encode_unit, sae_from_entry
 
     prim = primary_entry(cfg.saes)
-    loaded = {id(e): (load_sae(e), {"kind": "loaded" if e.get("path") else "release (SAE.from_pretrained)"})
+    loaded = {id(e): (sae_from_entry(e), {"kind": "loaded" if e.get("path") else "release (SAE.from_pretrained)"})
               for e in cfg.saes if "train" not in e}
     result = []
     for entry in cfg.saes:

@@ -10,13 +10,14 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "SuiteConfig", "ModelSpec", "DatasetSpec", "StatsSpec", "ReconstructionSpec", "DValuesSpec", "ProbesSpec",
-    "SteeringSpec", "StabilitySpec", "TopLatentsSpec", "PortabilitySpec", "ControlSpec", "DetectionSpec",
+    "SuiteConfig", "ModelConfig", "DatasetConfig", "StatsConfig", "ReconstructionConfig", "DValuesConfig",
+    "ProbesConfig", "SteeringConfig", "StabilityConfig", "TopLatentsConfig", "PortabilityConfig", "ControlConfig",
+    "DetectionConfig",
 ]
 
 
 @dataclass
-class ModelSpec:
+class ModelConfig:
     """The model the activations come from (:func:`gemma4_saelens_ext.models.load_model`)."""
 
     source: str = "gemma-3-270m"
@@ -32,7 +33,7 @@ class ModelSpec:
 
 
 @dataclass
-class DatasetSpec:
+class DatasetConfig:
     """The labelled behavior rows the suite evaluates on."""
 
     path: str | None = None
@@ -50,7 +51,7 @@ class DatasetSpec:
 
 
 @dataclass
-class StatsSpec:
+class StatsConfig:
     """Permutation nulls, bootstraps and the primary test (see docs/evals.md)."""
 
     n_permutations: int = 1000
@@ -78,7 +79,7 @@ class StatsSpec:
 
 
 @dataclass
-class ReconstructionSpec:
+class ReconstructionConfig:
     """Explained variance, L0, alive latents, MSE, and the LM loss with the SAE spliced in."""
 
     enabled: bool = True
@@ -92,7 +93,7 @@ class ReconstructionSpec:
 
 
 @dataclass
-class DValuesSpec:
+class DValuesConfig:
     """Cohen's d per latent (always run: its latents feed steering, stability and the top-latent table)."""
 
     enabled: bool = True
@@ -100,7 +101,7 @@ class DValuesSpec:
 
 
 @dataclass
-class ControlSpec:
+class ControlConfig:
     """The positive control: a contrast known to be real, analysed with the same grouped machinery."""
 
     enabled: bool = True
@@ -114,7 +115,7 @@ class ControlSpec:
 
 
 @dataclass
-class ProbesSpec:
+class ProbesConfig:
     """Grouped cross-validated logistic probes on latents, raw activations, a lexical baseline and a control SAE."""
 
     enabled: bool = True
@@ -130,7 +131,7 @@ class ProbesSpec:
 
 
 @dataclass
-class DetectionSpec:
+class DetectionConfig:
     """The detection card per dataset kind and the transfer matrix (docs/evals.md, "The detection card")."""
 
     enabled: bool = True
@@ -167,7 +168,7 @@ class DetectionSpec:
 
 
 @dataclass
-class SteeringSpec:
+class SteeringConfig:
     """Add an SAE-decoded direction to the residual stream at several strengths and judge the completions."""
 
     enabled: bool = True
@@ -198,7 +199,7 @@ class SteeringSpec:
 
 
 @dataclass
-class StabilitySpec:
+class StabilityConfig:
     """d_max under resampling: does the same latent come out on top?"""
 
     enabled: bool = True
@@ -219,7 +220,7 @@ class StabilitySpec:
 
 
 @dataclass
-class TopLatentsSpec:
+class TopLatentsConfig:
     """The texts that activate the chosen latents most."""
 
     enabled: bool = True
@@ -231,7 +232,7 @@ class TopLatentsSpec:
 
 
 @dataclass
-class PortabilitySpec:
+class PortabilityConfig:
     """The same texts at other precisions through one SAE, with the retrain rule."""
 
     enabled: bool = True
@@ -263,9 +264,9 @@ class SuiteConfig:
     (tokens / pooled, else the suite's ``encode``) and ``primary: true`` (default: the first entry)."""
     sae: dict[str, Any] | None = None
     """The older single-SAE form (one entry, as in ``saes``); becomes the primary entry of ``saes``."""
-    model: ModelSpec = field(default_factory=ModelSpec)
+    model: ModelConfig = field(default_factory=ModelConfig)
     """The model the activations come from."""
-    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     """The labelled rows."""
     output_dir: str = "runs/evals"
     """Report folder."""
@@ -280,25 +281,25 @@ class SuiteConfig:
     other_saes: dict[str, dict[str, Any]] = field(default_factory=dict)
     """With the older ``sae:``: more SAEs, name -> ``{path: ...}`` or ``{release: ..., sae_id: ...}`` (become
     entries of ``saes`` after the primary)."""
-    stats: StatsSpec = field(default_factory=StatsSpec)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     """Nulls, bootstraps and the primary test."""
-    reconstruction: ReconstructionSpec = field(default_factory=ReconstructionSpec)
+    reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
     """Reconstruction family."""
-    dvalues: DValuesSpec = field(default_factory=DValuesSpec)
+    dvalues: DValuesConfig = field(default_factory=DValuesConfig)
     """d-value family."""
-    control: ControlSpec = field(default_factory=ControlSpec)
+    control: ControlConfig = field(default_factory=ControlConfig)
     """Positive control."""
-    probes: ProbesSpec = field(default_factory=ProbesSpec)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
     """Probe family."""
-    detection: DetectionSpec = field(default_factory=DetectionSpec)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     """Detection card and transfer matrix."""
-    steering: SteeringSpec = field(default_factory=SteeringSpec)
+    steering: SteeringConfig = field(default_factory=SteeringConfig)
     """Steering family."""
-    stability: StabilitySpec = field(default_factory=StabilitySpec)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
     """Stability family."""
-    top_latents: TopLatentsSpec = field(default_factory=TopLatentsSpec)
+    top_latents: TopLatentsConfig = field(default_factory=TopLatentsConfig)
     """Top-latent table."""
-    portability: PortabilitySpec = field(default_factory=PortabilitySpec)
+    portability: PortabilityConfig = field(default_factory=PortabilityConfig)
     """Precision portability family."""
     source_file: str | None = None
     """The YAML file the suite was read from (set by :func:`load_suite`)."""

@@ -8,6 +8,7 @@ layer, split sizes, CV class counts), so a mistake fails in seconds, not after t
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,7 +19,34 @@ from gemma4_saelens_ext.evals.suite_file import load_suite
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_suite"]
+__all__ = ["run_suite", "SuiteResult"]
+
+
+@dataclasses.dataclass
+class SuiteResult:
+    """What :func:`run_suite` returns: the report folder and the report it wrote.
+
+    For older callers it also stands in for the folder: ``result / "report.json"``, ``str(result)``,
+    ``os.fspath(result)`` and the ``Path`` methods (``result.glob("*.png")``) act on ``output_dir``."""
+
+    #: the folder holding ``report.json``, ``report.md``, the plots and ``saebench/``
+    output_dir: Path
+    #: the contents of ``report.json`` (per SAE and family; ``report["tests"]`` holds the primary test)
+    report: dict[str, Any]
+
+    def __truediv__(self, other: str | Path) -> Path:
+        return self.output_dir / other
+
+    def __fspath__(self) -> str:
+        return str(self.output_dir)
+
+    def __str__(self) -> str:
+        return str(self.output_dir)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("output_dir", "report"):
+            raise AttributeError(name)
+        return getattr(self.output_dir, name)
 
 
 def _scenario_files(path: str | None) -> list[str] | None:
@@ -47,9 +75,10 @@ def _tests(fams: dict[str, Any], pvalues: dict[str, float], alpha: float) -> dic
     }
 
 
-def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str | None = None) -> Path:
-    """Run every enabled family and write ``report.json``, ``report.md`` and plots; returns the report folder. The
-    output folder is checked first and locked for the run."""
+def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str | None = None) -> SuiteResult:
+    """Run every enabled family and write ``report.json``, ``report.md`` and plots into ``output_dir`` (default: the
+    suite's); returns a :class:`SuiteResult`. ``cfg``: a shipped suite name, a YAML path, a dict or a
+    :class:`SuiteConfig`. The output folder is checked first and locked for the run."""
     from gemma4_saelens_ext.evals.saes import check_before_loading
     from gemma4_saelens_ext.io import check_out, output_lock
 
@@ -61,7 +90,7 @@ def run_suite(cfg: SuiteConfig | str | Path | dict[str, Any], *, output_dir: str
         return _run(cfg, out)
 
 
-def _run(cfg: SuiteConfig, out: Path) -> Path:
+def _run(cfg: SuiteConfig, out: Path) -> SuiteResult:
     from gemma4_saelens_ext.errors import check_finite
     from gemma4_saelens_ext.evals import probes as P
     from gemma4_saelens_ext.evals import report as REP
@@ -169,4 +198,4 @@ def _run(cfg: SuiteConfig, out: Path) -> Path:
     report["timings_s"]["total"] = time.time() - t0
     REP.write_report(report, out)
     logger.info("report written to %s (%.0f s)", out, report["timings_s"]["total"])
-    return out
+    return SuiteResult(out, json.loads((out / "report.json").read_text()))

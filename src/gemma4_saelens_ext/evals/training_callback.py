@@ -27,6 +27,7 @@ import torch
 
 from gemma4_saelens_ext.evals import stats as S
 from gemma4_saelens_ext.evals.reconstruction import reconstruction_metrics
+from gemma4_saelens_ext.releases.sae_ops import encode_decode
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +66,8 @@ class TrainingEvalHook:
         x = self._x.to(device=sae.W_dec.device, dtype=sae.W_dec.dtype)
         if scaler is not None:
             x = scaler.scale(x)
-        was = sae.training
-        sae.eval()
-        f = sae.encode(x)
-        xh = sae.decode(f)
-        if was:
-            sae.train()
-        f_np = f.float().cpu().numpy()
-        rec = reconstruction_metrics(x.float().cpu().numpy(), xh.float().cpu().numpy(), f_np)
+        f_np, xh = encode_decode(sae, x)
+        rec = reconstruction_metrics(x.float().cpu().numpy(), xh, f_np)
         d = S.fast_cohens_d(f_np, self._y)
         summ = S.d_summary(d, top_n=self.top_n)
         rec_out = {"step": int(step), "time": time.time(), **{f"heldout/{k}": v for k, v in rec.items()},

@@ -41,7 +41,7 @@ def input_variation_used(cfg: DemoConfig, suite: Any) -> bool:
     least ``control.min_groups`` question groups (else it takes scripted rows); training never does. Decided from
     the prompt selection, before anything is sampled. ``suite``: the demo's eval suite config."""
     from gemma4_saelens_ext.behavior import BuildConfig
-    from gemma4_saelens_ext.behavior.generate import select_prompts
+    from gemma4_saelens_ext.behavior.plan import select_prompts
     ctl = suite.control
     if not ctl.enabled:
         return False

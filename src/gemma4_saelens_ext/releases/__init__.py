@@ -15,7 +15,8 @@ checked on real activations with ``check_encode_convention(sae, activations)``; 
 Rooms: :mod:`.spec` (release specs; the leaf), :mod:`.checkpoint` (safe reading), :mod:`.convert` (upstream
 layout -> SAELens), :mod:`.convention` / :mod:`.convention_check`, :mod:`.loader` (the SAELens loader),
 :mod:`.registry` (SAELens's tables), :mod:`.folders` (load a folder or a release, errors naming the file),
-:mod:`.export`, :mod:`.card`, :mod:`.manifest`, :mod:`.to_upstream`.
+:mod:`.export`, :mod:`.card`, :mod:`.manifest`, :mod:`.to_upstream`; :mod:`.sae_ops` (batched encode/decode in
+eval mode and explained variance, for the convention check and the evals).
 May import: ``models`` and the package's leaves; sae_lens, torch, huggingface_hub.
 """
 
@@ -28,6 +29,7 @@ _EXPORTS = {
     "set_encode_convention": "registry", "ReleaseFilesNotFoundError": "loader",
     "check_encode_convention": "convention_check", "load_upstream_sae": "convert", "export_sae": "export",
     "load_sae_folder": "folders", "load_release": "folders", "check_sae_folder": "folders",
+    "load_sae": "folders", "LoadedSAE": "folders",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from gemma4_saelens_ext.releases.convention import NO_B_DEC_SUBTRACTION, SUBTRACT_B_DEC, convention_name
+from gemma4_saelens_ext.releases.sae_ops import encode_decode, explained_variance
 
 logger = logging.getLogger(__name__)
 
@@ -76,29 +77,6 @@ class EncodeConventionCheck:
         return {**asdict(self), "summary": self.summary()}
 
 
-def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """``1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2`` over rows, in float64."""
-    x64, xh64 = x.double(), x_hat.double()
-    total = float(((x64 - x64.mean(0, keepdim=True)) ** 2).sum())
-    resid = float(((x64 - xh64) ** 2).sum())
-    if total <= 0:
-        raise ValueError("activations have zero variance: explained variance is undefined")
-    return 1.0 - resid / total
-
-
-@torch.no_grad()
-def _reconstruct(sae: Any, x: torch.Tensor, apply_b_dec_to_input: bool, batch_size: int) -> torch.Tensor:
-    """The SAE's own encode/decode with ``cfg.apply_b_dec_to_input`` set for the call (restored after)."""
-    saved, was_training = sae.cfg.apply_b_dec_to_input, sae.training
-    sae.cfg.apply_b_dec_to_input = apply_b_dec_to_input
-    sae.eval()
-    try:
-        return torch.cat([sae.decode(sae.encode(x[i : i + batch_size])) for i in range(0, x.shape[0], batch_size)])
-    finally:
-        sae.cfg.apply_b_dec_to_input = saved
-        sae.train(was_training)
-
-
 def check_encode_convention(
     sae: Any, activations: Any, *, margin: float = DEFAULT_MARGIN, batch_size: int = 4096, warn: bool = True
 ) -> EncodeConventionCheck:
@@ -116,7 +94,8 @@ def check_encode_convention(
     x = x.reshape(-1, d_in).to(device=sae.W_dec.device, dtype=sae.W_dec.dtype)
     if x.shape[0] < 2:
         raise ValueError(f"need at least 2 activation rows to compute explained variance, got {x.shape[0]}")
-    ev = {flag: explained_variance(x, _reconstruct(sae, x, flag, batch_size)) for flag in (True, False)}
+    ev = {flag: explained_variance(x.float().cpu(), encode_decode(sae, x, batch_size=batch_size, apply_b_dec_to_input=flag)[1])
+          for flag in (True, False)}
     loaded = convention_name(bool(sae.cfg.apply_b_dec_to_input))
     better = SUBTRACT_B_DEC if ev[True] >= ev[False] else NO_B_DEC_SUBTRACTION
     diff = ev[True] - ev[False]

@@ -3,18 +3,22 @@
 SAELens's own loaders fail deep inside torch or the Hub client on a damaged folder (a ``cfg.json`` that is not
 JSON, a truncated ``sae_weights.safetensors``, a ``d_sae`` that disagrees with the weights) or a misspelled release
 ("check your connection"). :func:`load_sae_folder` checks the folder's files first, and :func:`load_release`
-checks the name against the releases SAELens knows (ours registered), listing close matches.
+checks the name against the releases SAELens knows (ours registered), listing close matches. :func:`load_sae`
+(the package's public entry point) takes either and returns a :class:`LoadedSAE`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gemma4_saelens_ext.errors import MissingFileError, UserError, close_matches
 
-__all__ = ["check_sae_folder", "load_sae_folder", "load_release"]
+__all__ = ["check_sae_folder", "load_sae_folder", "load_release", "load_sae", "LoadedSAE"]
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -78,7 +82,50 @@ def load_sae_folder(path: str | Path, device: str = "cpu") -> Any:
 def load_release(release: str, sae_id: str | None, device: str = "cpu") -> Any:
     """``SAE.from_pretrained(release, sae_id)`` with our releases registered; a release or sae id SAELens does not
     know is refused with the close matches (a name that is no release is tried as a Hub repo id, and if that fails
-    the error says both)."""
+    the error says both). Offline, safetensors headers come from the HF cache (:func:`_headers_from_hf_cache`), and
+    files that are neither cached nor reachable give an error that says what to fetch."""
+    try:  # close names of a misspelling; our releases registered (SAELens's own loaders for SAELens's releases)
+        with _headers_from_hf_cache():
+            return _from_pretrained(release, sae_id, device)
+    except OSError as e:  # requests' ConnectionError is an OSError too
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        if not (isinstance(e, LocalEntryNotFoundError) or "huggingface.co" in str(e)):
+            raise  # e.g. the plugin's ReleaseFilesNotFoundError, which already says what to fetch
+        raise MissingFileError(
+            f"SAE {release}/{sae_id}: its files are not in the Hugging Face cache and the Hub is not reachable "
+            f"({type(e).__name__}: {str(e)[:200]}).",
+            "fetch them once where the Hub is reachable (SAE.from_pretrained(release, sae_id) or `hf download "
+            "<repo> <files>`), with HF_HOME / HF_HUB_CACHE pointing at the cache used here.") from e
+
+
+@contextlib.contextmanager
+def _headers_from_hf_cache() -> Iterator[None]:
+    """SAELens's ``gemma_3`` loader (Gemma Scope 2) reads a safetensors file's tensor shapes with an HTTP range
+    request (``get_safetensors_tensor_shapes``), even with ``HF_HUB_OFFLINE=1`` and the file in the HF cache, so
+    those releases cannot load offline. While loading, the shapes come from the cached file's header when the file is
+    in the cache (the loader reads that same file next); otherwise SAELens's request runs as before."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from safetensors import safe_open
+    from sae_lens.loading import pretrained_sae_loaders as L
+
+    original = L.get_safetensors_tensor_shapes
+
+    def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+        path = try_to_load_from_cache(repo_id, filename, cache_dir=constants.HF_HUB_CACHE)
+        if not isinstance(path, str):
+            return original(repo_id, filename)
+        with safe_open(path, framework="pt") as f:  # type: ignore[no-untyped-call]
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+    L.get_safetensors_tensor_shapes = shapes
+    try:
+        yield
+    finally:
+        L.get_safetensors_tensor_shapes = original
+
+
+def _from_pretrained(release: str, sae_id: str | None, device: str) -> Any:
     from sae_lens import SAE
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
@@ -105,3 +152,33 @@ def load_release(release: str, sae_id: str | None, device: str = "cpu") -> Any:
                         f"failed ({type(e).__name__}: {str(e)[:300]}).",
                         "check the name (`gemma4-sae releases` lists this plugin's releases); for a Hub repo, check "
                         "the id and the network (with HF_HUB_OFFLINE=1 only files already cached can load).") from None
+
+
+@dataclass
+class LoadedSAE:
+    """What :func:`load_sae` returns: a SAELens SAE and what it was read from."""
+
+    #: the SAELens ``SAE`` (``sae.encode(acts)``, ``sae.decode(latents)``; ``sae.cfg.metadata`` holds the hook name,
+    #: the model and, for our releases, the encode convention)
+    sae: Any
+    #: the release name or the folder it was loaded from
+    source: str
+    #: the release's sae id (``None`` for a folder)
+    sae_id: str | None
+    #: TransformerLens-style hook the SAE reads (``blocks.L.hook_resid_post``), when its metadata says
+    hook_name: str | None
+    d_in: int
+    d_sae: int
+
+
+def load_sae(release_or_folder: str | Path, sae_id: str | None = None, *, device: str = "cpu") -> LoadedSAE:
+    """An SAE from a SAELens folder (``train``'s output, ``gemma4-sae export``) when ``release_or_folder`` is an
+    existing folder, else from a release (ours registered first, any SAELens release, or a Hub repo id) with
+    ``sae_id``: :func:`load_sae_folder` or :func:`load_release`, whose errors name the file or the close names."""
+    folder = Path(release_or_folder)
+    if folder.is_dir():
+        sae, sae_id = load_sae_folder(folder, device=device), None
+    else:
+        sae = load_release(str(release_or_folder), sae_id, device=device)
+    hook = getattr(sae.cfg.metadata, "hook_name", None)
+    return LoadedSAE(sae, str(release_or_folder), sae_id, hook, int(sae.cfg.d_in), int(sae.cfg.d_sae))

@@ -1,4 +1,4 @@
-"""Training configs: the YAML file (``model`` / ``sae`` / ``runner``) read into a :class:`TrainingSpec`, and the
+"""Training configs: the YAML file (``model`` / ``sae`` / ``runner``) read into a :class:`TrainingConfig`, and the
 ``gemma4-sae train`` options (:class:`TrainConfig`). No torch or SAELens at import (the CLI reads this).
 
 A config file has three sections:
@@ -43,7 +43,7 @@ from gemma4_saelens_ext.models.precision import PRECISIONS, get_precision
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainingSpec", "load_training_config", "BUILTIN_DATASETS", "resolve_dataset_path"]
+__all__ = ["TrainConfig", "TrainingConfig", "load_training_config", "BUILTIN_DATASETS", "resolve_dataset_path"]
 
 _SECTIONS = ("model", "sae", "runner")
 
@@ -66,7 +66,7 @@ def resolve_dataset_path(path: str) -> str:
 
 
 @dataclass
-class TrainingSpec:
+class TrainingConfig:
     """A parsed training config: what to load, what SAE, and the SAELens runner settings (YAML: ``model.source``,
     ``model.precision``, ``model.layer``, ``model.truncate``, ``model.cache_activations``, ``sae.*``, ``runner.*``)."""
 
@@ -250,7 +250,9 @@ def check_sections(raw: dict[str, Any], where: str) -> None:
     check_device(runner.get("device", "cpu"), "runner.device")
 
 
-def load_training_config(config: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainingSpec:
+def load_training_config(
+    config: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None
+) -> TrainingConfig:
     """Read a YAML config (or dict) and apply dotted overrides such as ``{"runner.training_tokens": 4096}``. Every
     section, key, type and range is checked here (:func:`check_sections`), before anything loads."""
     path = None
@@ -291,7 +293,7 @@ def load_training_config(config: str | Path | dict[str, Any], overrides: dict[st
         layer = parse_layer(model["layer"])  # the form only; the range is checked against the model (build_source)
     except ValueError as e:
         raise UserError(f"model.layer: {e}") from None
-    return TrainingSpec(
+    return TrainingConfig(
         source=str(model["source"]),
         precision=precision,
         layer=layer,

@@ -12,18 +12,35 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gemma4_saelens_ext.training.config import TrainingSpec, load_training_config
+from gemma4_saelens_ext.training.config import TrainingConfig, load_training_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_model_fit", "build_source", "prepare_activation_cache", "build_runner", "attach_callbacks", "train"]
+__all__ = ["check_model_fit", "build_source", "prepare_activation_cache", "build_runner", "attach_callbacks", "train",
+           "TrainResult"]
 
 
-def check_model_fit(spec: TrainingSpec) -> None:
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. Unpacks as ``sae, output_path = train(...)`` too."""
+
+    #: the trained SAELens SAE (TopK), with ``model_name``, ``hook_name`` and ``precision`` in ``sae.cfg.metadata``
+    sae: Any
+    #: the folder it was saved to (``SAE.load_from_disk(output_path)``); ``None`` when ``runner.output_path`` is null
+    output_path: str | None
+    #: the checked training config that produced it
+    config: TrainingConfig
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.sae, self.output_path))
+
+
+def check_model_fit(spec: TrainingConfig) -> None:
     """``model.layer`` and ``sae.d_in`` against the checkpoint's config.json, before any weights load (a ValueError
     naming the field and the fix; skipped, with a log line, when the config cannot be read without loading)."""
     from gemma4_saelens_ext.models.load import check_checkpoint
@@ -32,7 +49,7 @@ def check_model_fit(spec: TrainingSpec) -> None:
                      d_in_field="sae.d_in")
 
 
-def build_source(spec: TrainingSpec):
+def build_source(spec: TrainingConfig):
     """Check the SAE fits the model (:func:`check_model_fit`), then load the model for ``spec``."""
     from gemma4_saelens_ext.models.load import load_model
     from gemma4_saelens_ext.activations.source import Gemma4ActivationSource
@@ -54,7 +71,7 @@ def build_source(spec: TrainingSpec):
     return Gemma4ActivationSource(lm, [spec.hook_name])
 
 
-def prepare_activation_cache(spec: TrainingSpec, source, cfg) -> dict[str, Any] | None:
+def prepare_activation_cache(spec: TrainingConfig, source, cfg) -> dict[str, Any] | None:
     """Write the activation cache and point ``cfg`` at it when ``spec.cache_activations`` asks for one (``auto``:
     the dataset has fewer tokens than ``training_tokens``). Returns the cache's summary, or None (live training)."""
     from gemma4_saelens_ext.activations.cache import dataset_sequences, should_cache, write_activation_cache
@@ -78,7 +95,7 @@ def prepare_activation_cache(spec: TrainingSpec, source, cfg) -> dict[str, Any] 
     return info
 
 
-def build_runner(spec: TrainingSpec, source=None, **runner_kwargs: Any):
+def build_runner(spec: TrainingConfig, source=None, **runner_kwargs: Any):
     """A ready ``LanguageModelSAETrainingRunner`` (our source passed as ``override_model``); with an activation cache
     written first when the dataset is smaller than the budget (:func:`prepare_activation_cache`)."""
     from sae_lens import LanguageModelSAETrainingRunner
@@ -113,12 +130,13 @@ def attach_callbacks(runner: Any, callbacks: Sequence[Any]) -> Any:
 
 
 def train(
-    config: str | Path | dict[str, Any] | TrainingSpec,
+    config: str | Path | dict[str, Any] | TrainingConfig,
     overrides: dict[str, Any] | None = None,
     *,
     callbacks: Sequence[Any] = (),
-):
-    """Train and save a TopK SAE. Returns ``(sae, output_path)``; reload with ``SAE.load_from_disk(output_path)``.
+) -> TrainResult:
+    """Train and save a TopK SAE. Returns a :class:`TrainResult` (``.sae``, ``.output_path``; it also unpacks as
+    ``sae, output_path``); reload with ``SAE.load_from_disk(output_path)``.
 
     Before any model loads: the config is checked (:func:`~gemma4_saelens_ext.training.config.load_training_config`)
     and so are the output and checkpoint folders (:func:`gemma4_saelens_ext.io.check_out`); the output folder is
@@ -132,7 +150,7 @@ def train(
     from gemma4_saelens_ext.io import check_disk_space, check_out, output_lock
     from gemma4_saelens_ext.training.progress import TrainingProgress
 
-    spec = config if isinstance(config, TrainingSpec) else load_training_config(config, overrides)
+    spec = config if isinstance(config, TrainingConfig) else load_training_config(config, overrides)
     out = spec.runner.get("output_path", "output")  # SAELens's default; None: nothing saved
     if out is not None:
         check_out(out, what="runner.output_path (--out)")
@@ -152,10 +170,10 @@ def train(
         if out is not None:
             sae.save_inference_model(out)
             logger.info("Saved SAE to %s", out)
-    return sae, out
+    return TrainResult(sae, out, spec)
 
 
-def _record_provenance(sae: Any, spec: TrainingSpec) -> None:
+def _record_provenance(sae: Any, spec: TrainingConfig) -> None:
     """Write the base-model precision and source into the SAE's metadata (saved in cfg.json)."""
     md = sae.cfg.metadata
     for key, value in (("model_name", spec.source), ("hook_name", spec.hook_name), ("precision", spec.precision)):

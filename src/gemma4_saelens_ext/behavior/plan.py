@@ -15,7 +15,7 @@ from typing import Any
 
 from gemma4_saelens_ext.behavior.config import BuildConfig, BuildError
 from gemma4_saelens_ext.behavior.kinds import DEFAULT_KINDS
-from gemma4_saelens_ext.behavior.pools import stable_order
+from gemma4_saelens_ext.behavior.pools import stable_order, take_whole_groups
 from gemma4_saelens_ext.behavior.sampling import check_max_new_tokens, generate_completions, make_requests
 from gemma4_saelens_ext.behavior.scenarios import Prompt, load_scenarios
 from gemma4_saelens_ext.behavior.store import append_jsonl, read_jsonl
@@ -32,14 +32,9 @@ def whole_groups(prompts: list[Prompt], max_per_family: int, seed: int) -> list[
     by_fam: dict[str, dict[str, list[Prompt]]] = {}
     for p in prompts:
         by_fam.setdefault(p.family, {}).setdefault(p.group or p.id, []).append(p)
-    keep: set[str] = set()
-    for groups in by_fam.values():
-        n = 0
-        for g in stable_order(groups, seed):
-            if n and n + len(groups[g]) > max_per_family:
-                continue
-            keep.update(p.id for p in groups[g])
-            n += len(groups[g])
+    keep = {p.id for groups in by_fam.values()
+            for g in take_whole_groups({g: len(ps) for g, ps in groups.items()}, max_per_family, seed)
+            for p in groups[g]}
     return [p for p in prompts if p.id in keep]
 
 
