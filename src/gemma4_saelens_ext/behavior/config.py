@@ -126,8 +126,15 @@ class BuildConfig:
 
 @dataclass
 class BuildResult:
+    """What :func:`~gemma4_saelens_ext.behavior.build_dataset` built: the folder, its manifest and every row."""
+
     out: Path
+    """the dataset folder (``data/*.parquet``, ``manifest.json``, ``README.md`` card, ``raw/`` checkpoint)"""
     manifest: dict[str, Any]
+    """the ``manifest.json`` content (settings, kinds and label rules, split sizes, judge agreement)"""
     rows: list[dict[str, Any]]
+    """every completion row (``all.parquet``), each with its kind, label, label rule, group and split"""
     n_generated: int
+    """completions sampled by this call"""
     n_resumed: int
+    """completions read back from the checkpoint of an earlier, interrupted build"""

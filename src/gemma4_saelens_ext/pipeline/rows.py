@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from gemma4_saelens_ext.io import read_records
 from gemma4_saelens_ext.pipeline.config import DemoConfig, DemoError
 
 logger = logging.getLogger(__name__)
@@ -15,21 +16,19 @@ logger = logging.getLogger(__name__)
 __all__ = ["group_count", "split_sizes", "has_split", "input_variation_used", "training_rows"]
 
 
-def group_count(dataset_dir: Path, split: str) -> int:
-    import pyarrow.parquet as pq
-
+def _column(dataset_dir: Path, split: str, column: str) -> list[Any]:
+    """One column of a split's parquet file (empty when the split was not written)."""
     f = dataset_dir / "data" / f"{split}.parquet"
-    return len(set(pq.read_table(f, columns=["group"]).column("group").to_pylist())) if f.exists() else 0
+    return [r[column] for r in read_records(f, columns=[column])[0]] if f.exists() else []
+
+
+def group_count(dataset_dir: Path, split: str) -> int:
+    return len(set(_column(dataset_dir, split, "group")))
 
 
 def split_sizes(dataset_dir: Path, split: str) -> tuple[int, int]:
-    import pyarrow.parquet as pq
-
-    f = dataset_dir / "data" / f"{split}.parquet"
-    if not f.exists():
-        return 0, 0
-    labels = pq.read_table(f, columns=["label"]).column("label").to_pylist()
-    return sum(1 for x in labels if x == "honest"), sum(1 for x in labels if x == "deceptive")
+    labels = _column(dataset_dir, split, "label")
+    return labels.count("honest"), labels.count("deceptive")
 
 
 def has_split(dataset_dir: Path, split: str) -> bool:
