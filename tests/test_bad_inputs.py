@@ -194,7 +194,7 @@ CASES = [
      r"runner\.device='gpu0' is not a device.*cpu, cuda, cuda:N or mps"),
     ("bitsandbytes that does not import fails only the quantized precisions", lambda t: _without_bnb(
         lambda: _mod("models.precision").from_pretrained_kwargs("nf4")), MissingDependencyError,
-     r"quantized precisions \(nf4, nf4-bf16, nf4-fp32compute, int8\) need bitsandbytes, which did not import.*pick an unquantized"),
+     r"quantized precisions \(nf4, nf4-bf16, int8, nf4-fp32compute\) need bitsandbytes, which did not import.*pick an unquantized"),
     # ---- training configs: paths, shapes, keys, types, ranges
     ("missing training config", lambda t: _mod("training.runner").load_training_config("nope"),
      FileNotFoundError, r"shipped training_configs: demo_gemma3_270m_nf4"),

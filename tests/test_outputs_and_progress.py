@@ -196,6 +196,6 @@ def test_a_broken_bitsandbytes_fails_only_the_quantized_precisions(tmp_path):
     assert rcs == {"--help": "0", "models": "0", "releases": "0", "train": "2"}, res.stdout + res.stderr
     assert "bitsandbytes failed to import (RuntimeError: libbitsandbytes_cpu.so" in res.stderr
     assert "Solshine/gemma4_e2b_gf1_behaviorSAE_topk_k16_L25_bnb4bit" in res.stdout  # releases listed them
-    assert re.search(r"gemma4-sae: error: The quantized precisions \(nf4, nf4-bf16, int8\) need bitsandbytes, which "
+    assert re.search(r"gemma4-sae: error: The quantized precisions \(nf4, nf4-bf16, int8, nf4-fp32compute\) need bitsandbytes, which "
                      r"did not import.*pick an unquantized precision", res.stderr), res.stderr
     assert "Traceback" not in res.stderr

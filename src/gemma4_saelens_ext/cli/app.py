@@ -135,8 +135,10 @@ class _BitsandbytesGuard:
                 for m in [m for m in sys.modules if m == "bitsandbytes" or m.startswith("bitsandbytes.")]:
                     del sys.modules[m]
                 sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
-                logger.warning("bitsandbytes failed to import (%s: %s); the quantized precisions (nf4, nf4-bf16, "
-                               "int8) are unavailable, fp16/bf16/fp32 work.", type(e).__name__, e)
+                from gemma4_saelens_ext.models.precision import QUANTIZED, UNQUANTIZED
+
+                logger.warning("bitsandbytes failed to import (%s: %s); the quantized precisions (%s) are unavailable, "
+                               "%s work.", type(e).__name__, e, ", ".join(QUANTIZED), "/".join(UNQUANTIZED))
         return None
 
 

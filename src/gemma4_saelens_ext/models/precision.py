@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PRECISIONS", "Precision", "get_precision", "from_pretrained_kwargs", "require_bitsandbytes"]
+__all__ = ["PRECISIONS", "QUANTIZED", "UNQUANTIZED", "Precision", "get_precision", "from_pretrained_kwargs", "require_bitsandbytes"]
 
 
 def _torch_dtype(name: str | None) -> Any:
@@ -74,6 +74,9 @@ _PRESETS: dict[str, Precision] = {
     )
 }
 PRECISIONS: tuple[str, ...] = tuple(_PRESETS)
+#: the presets that need bitsandbytes, and those that do not (named in the missing-dependency messages)
+QUANTIZED: tuple[str, ...] = tuple(n for n, p in _PRESETS.items() if p.quantized)
+UNQUANTIZED: tuple[str, ...] = tuple(n for n, p in _PRESETS.items() if not p.quantized)
 
 
 def get_precision(name: str | Precision) -> Precision:
@@ -92,9 +95,8 @@ def require_bitsandbytes() -> None:
         import bitsandbytes  # noqa: F401
     except Exception as e:  # an ImportError, or a broken install's own error (a missing CUDA library)
         raise MissingDependencyError(
-            f"The quantized precisions (nf4, nf4-bf16, nf4-fp32compute, int8) need bitsandbytes, which did not import "
-            f"({e}).",
-            "`pip install -U bitsandbytes`, or pick an unquantized precision (fp16, bf16, fp32).",
+            f"The quantized precisions ({', '.join(QUANTIZED)}) need bitsandbytes, which did not import ({e}).",
+            f"`pip install -U bitsandbytes`, or pick an unquantized precision ({', '.join(UNQUANTIZED)}).",
         ) from e
 
 
