@@ -138,6 +138,8 @@ def test_input_variation_prompts_sampled_only_when_the_eval_can_use_them():
     assert input_variation_used(DemoConfig(max_prompts_per_family=None), suite)  # all 8 questions
     suite.control.enabled = False
     assert not input_variation_used(DemoConfig(max_prompts_per_family=None), suite)
+    # asked for by name, they are sampled whatever the eval would read
+    assert input_variation_used(DemoConfig(kinds=["role_play", "input_variation"]), suite)
     suite.control.enabled, suite.control.scripted_fallback = True, False  # then the control reads what there is
     assert input_variation_used(DemoConfig(), suite)
     base = stage_hashes(DemoConfig())

@@ -248,7 +248,7 @@ def steering(ctx: SuiteContext) -> dict[str, Any]:
 @family("stability")
 def stability(ctx: SuiteContext) -> dict[str, Any]:
     from gemma4_saelens_ext.evals import stability as ST
-    from gemma4_saelens_ext.evals import steering as SGJ
+    from gemma4_saelens_ext.evals import steering as SG
     from gemma4_saelens_ext.evals.context import labelled_split
 
     sc = ctx.cfg.stability
@@ -256,9 +256,9 @@ def stability(ctx: SuiteContext) -> dict[str, Any]:
     if mode == "auto":
         mode = "regenerate" if ctx.can_generate() else "bootstrap"
     tr = ctx.train
-    if mode == "regenerate" and len(SGJ.judged_rows(tr.rows)) < len(tr.rows):
+    if mode == "regenerate" and len(SG.judged_rows(tr.rows)) < len(tr.rows):
         ctx.warnings.append("stability: the train split holds rows the behavior judges cannot relabel (kinds other "
-                            f"than {', '.join(SGJ.JUDGED_KINDS)}); resampled whole groups (bootstrap) instead")
+                            f"than {', '.join(SG.JUDGED_KINDS)}); resampled whole groups (bootstrap) instead")
         mode = "bootstrap"
     if mode == "bootstrap":
         resamples = ST.group_bootstrap_resamples(tr.feats, tr.y, tr.groups, sc.seeds, clusters=tr.clusters)

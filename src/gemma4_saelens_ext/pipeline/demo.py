@@ -90,6 +90,7 @@ def _stage_dataset(cfg: DemoConfig, d: Path) -> dict[str, Any]:
     use_iv = input_variation_used(cfg, load_suite_config(cfg))
     if not use_iv:
         logger.info("dataset: input-variation prompts not sampled (the eval's positive control would not use them)")
+    kinds = list(dict.fromkeys([*cfg.kinds, *(["input_variation"] if use_iv else [])]))
     bc = BuildConfig(
         out=str(out),
         model=cfg.model,
@@ -99,7 +100,7 @@ def _stage_dataset(cfg: DemoConfig, d: Path) -> dict[str, Any]:
         samples_per_prompt=cfg.samples_per_prompt,
         max_new_tokens=cfg.max_new_tokens,
         seed=cfg.seed,
-        kinds=list(cfg.kinds) + (["input_variation"] if use_iv and "input_variation" not in cfg.kinds else []),
+        kinds=kinds,
         include_input_variation=use_iv,
         max_statements=cfg.max_statements or (60 if cfg.quick else None),
         max_control_prompts=cfg.max_control_prompts or (8 if cfg.quick else None),

@@ -38,7 +38,10 @@ def has_split(dataset_dir: Path, split: str) -> bool:
 def input_variation_used(cfg: DemoConfig, suite: Any) -> bool:
     """Whether the eval would read the input-variation completions: the positive control uses them only with at
     least ``control.min_groups`` question groups (else it takes scripted rows); training never does. Decided from
-    the prompt selection, before anything is sampled. ``suite``: the demo's eval suite config."""
+    the prompt selection, before anything is sampled. ``suite``: the demo's eval suite config. Asked for in
+    ``--kinds``, they are always sampled."""
+    if "input_variation" in cfg.kinds:
+        return True
     from gemma4_saelens_ext.behavior import BuildConfig
     from gemma4_saelens_ext.behavior.plan import select_prompts
     ctl = suite.control
