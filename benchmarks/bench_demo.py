@@ -3,7 +3,8 @@
 
 1. ``git worktree add`` of ``--base`` into a temporary folder; each arm runs with ``PYTHONPATH`` at its own ``src``.
 2. Once per arm: the whole quick demo (``gemma4-sae demo --quick``) in a fresh folder; its ``stages.json`` gives each
-   stage's seconds (one sample each) and the dataset's size.
+   stage's seconds (one sample each) and the dataset's size. This commit's demo builds the base's kind of data
+   (``--this-kinds role_play``) so that the two whole runs do like work.
 3. The eval stage, in rounds interleaved by the harness (``_harness.py``: one persistent process per arm): both arms
    evaluate the *same* inputs (the base run's dataset and SAE), so their reports must agree on every statistic
    except steering (whose design changed: batched, branched generation). This commit's worker holds the model as a
@@ -95,11 +96,11 @@ def compare_reports(a: dict, b: dict) -> list[str]:
     return out
 
 
-def _demo(src: Path, out: Path) -> dict:
+def _demo(src: Path, out: Path, extra: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "WANDB_MODE": "disabled"}  # fmt: skip
     subprocess.run([sys.executable, "-m", "gemma4_saelens_ext.cli", "demo", "--quick", "--out", str(out),
-                    "--no-progress"], check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+                    "--no-progress", *extra], check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
     return json.loads((out / "stages.json").read_text())
 
 
@@ -108,6 +109,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--base", default=BASE, help="commit to compare against (default: before issue 18's work)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--this-kinds", default="role_play",
+                    help="dataset kinds of this commit's whole quick demo (default: role_play, what the base builds; "
+                         "'' for this commit's default kinds)")
     a = ap.parse_args()
     sys.path.insert(0, str(HERE))
     from _harness import Arm, header, run_rounds, summary
@@ -123,7 +127,8 @@ def main() -> int:
             runs = {}
             for arm, src in srcs.items():
                 print(f"[bench] quick demo, {arm} ...", file=sys.stderr, flush=True)
-                runs[arm] = _demo(src, t / f"demo-{arm}")
+                extra = ["--kinds", a.this_kinds] if arm == "this" and a.this_kinds else []
+                runs[arm] = _demo(src, t / f"demo-{arm}", extra)
             arms = [Arm(arm, f"{__file__}:EvalStage", {"inputs": str(t / "demo-before"), "work": str(t / f"eval-{arm}"),
                         "hold_model": arm == "this"}, env={"PYTHONPATH": str(src)}) for arm, src in srcs.items()]
             res = run_rounds(arms, rounds=a.rounds, min_units=1, threads=a.threads, unit="eval stages",
@@ -131,8 +136,9 @@ def main() -> int:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, capture_output=True)
     print("\n".join(header(res.threads, f"quick demo, this = {head}{' + uncommitted changes' if dirty else ''}, "
-                                        f"before = {a.base}")))
-    print("# whole quick demo once per arm (one sample per stage, seconds):")
+                                        f"before = {a.base}", load_at_start=res.load_before)))
+    kinds = a.this_kinds or "this commit's default kinds"
+    print(f"# whole quick demo once per arm (one sample per stage, seconds; this commit with --kinds {kinds}):")
     print(f"{'stage':<9} {'before':>9} {'this':>9}")
     for s in ("dataset", "train", "eval", "export"):
         b, n = (runs[x]["stages"][s].get("seconds", float("nan")) for x in ("before", "this"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,3 +62,19 @@ def test_run_all_replaces_its_section(tmp_path):
     text = doc.read_text()
     assert text.count("## demo") == 1 and "second 2.0x" in text and "first 1.0x" not in text
     assert "kept" in text and "load average" in text
+
+
+def test_run_all_records_a_standalone_run(tmp_path):
+    """An hour-long benchmark run on its own (stdout saved) becomes its section with --record; nothing else runs."""
+    out, doc = tmp_path / "e2b.txt", tmp_path / "benchmarks.md"
+    out.write_text("ours / plain: median 1.61x\n")
+    doc.write_text("# Benchmarks\n\nhead\n\n## dvalues\n\nkept section\n")
+    p = subprocess.run([sys.executable, str(BENCH / "run_all"), "--record", f"e2b_shape={out}:1650", "--doc", str(doc)],
+                       capture_output=True, text=True, cwd=BENCH.parent)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    text = doc.read_text()
+    assert "## e2b_shape" in text and "median 1.61x" in text and "1650 s wall" in text and "recorded" in text
+    assert "kept section" in text and "running" not in p.stdout
+    bad = subprocess.run([sys.executable, str(BENCH / "run_all"), "--record", "x=/nonexistent", "--doc", str(doc)],
+                         capture_output=True, text=True, cwd=BENCH.parent)  # fmt: skip
+    assert bad.returncode == 2 and "NAME=FILE" in bad.stderr

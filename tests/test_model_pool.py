@@ -28,12 +28,16 @@ def test_pool_serves_each_precision_once():
         once = load_model(TINY, "fp16", truncate_after_layer=2, keep_in_pool=False)
         assert load_model(TINY, "fp16", truncate_after_layer=2) is not once  # not kept: loads again
         assert [pool.load_count(p) for p in ("fp32", "bf16", "fp16")] == [1, 2, 2]
+        # one tokenizer per checkpoint, whatever the precision (parsed once; the same ids as a fresh parse)
+        assert trunc.tokenizer is full.tokenizer and once.tokenizer is full.tokenizer
         # the shared full model gives the truncated load's activations exactly
         a = activations(full, TEXTS, 2, pooling="none")
     assert active_pool() is None and pool.entries == []  # closed: models let go
     b = activations(load_model(TINY, "fp32", truncate_after_layer=2), TEXTS, 2, pooling="none")
     assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert load_model(TINY, "fp32") is not full  # outside a pool every call loads
+    fresh = load_model(TINY, "fp32")
+    assert fresh is not full and fresh.tokenizer is not full.tokenizer  # outside a pool every call loads
+    assert fresh.tokenizer(TEXTS)["input_ids"] == full.tokenizer(TEXTS)["input_ids"]
 
 
 @pytest.mark.slow

@@ -227,7 +227,9 @@ def load_model(
         _generic_4bit_cpu_kernel(model)
     model.eval()
     model.requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(str(load_path))
+    tokenizer = pool.tokenizers.get(pool_key.source) if pool is not None else None
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(str(load_path))
     layers_path, layers = find_decoder_layers(model)
     lm = LoadedModel(
         model=model,

@@ -9,7 +9,8 @@ kept). ``pool.loads`` lists every real load made while the pool was open (what t
 count). Outside a pool ``load_model`` loads every time, as before.
 
 The demo opens one pool around its stages, so the dataset, training and eval stages share one model; the
-portability eval loads each other precision once and lets it go after use. A leaf: no package imports.
+portability eval loads each other precision once and lets it go after use. Loads of one checkpoint share its
+tokenizer (read-only in this package). A leaf: no package imports.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class ModelPool:
     entries: list[tuple[LoadKey, int | None, Any]] = field(default_factory=list)
     #: every real load made while the pool was open: (key, truncated after)
     loads: list[tuple[LoadKey, int | None]] = field(default_factory=list)
+    #: resolved checkpoint folder -> its tokenizer, shared by every load of that checkpoint (any precision; kept or
+    #: not): parsing a Gemma tokenizer.json (262k entries) costs seconds per load, and the files are the same
+    tokenizers: dict[str, Any] = field(default_factory=dict)
 
     def find(self, key: LoadKey, layer: int | None) -> Any | None:
         """A pooled model that serves ``key`` up to ``layer`` (None: the whole model is needed)."""
@@ -56,6 +60,7 @@ class ModelPool:
 
     def record(self, key: LoadKey, truncated_after: int | None, lm: Any, keep: bool) -> None:
         self.loads.append((key, truncated_after))
+        self.tokenizers.setdefault(key.source, lm.tokenizer)
         if keep:
             self.entries.append((key, truncated_after, lm))
 
@@ -65,6 +70,7 @@ class ModelPool:
 
     def clear(self) -> None:
         self.entries.clear()
+        self.tokenizers.clear()
 
     def load_count(self, precision: str | None = None) -> int:
         return sum(1 for k, _ in self.loads if precision is None or k.precision == precision)
