@@ -3,7 +3,7 @@ spreads of wall and CPU time, and a header that says when, where and under what 
 
     arms = [Arm("ours", f"{__file__}:make_ours", {"layer": 25}), Arm("plain", f"{__file__}:make_plain")]
     res = run_rounds(arms, rounds=5, min_units=2048)
-    print("\\n".join(header(res.threads, load_at_start=res.load_before) + summary(res)))
+    print("\\n".join(header(res) + summary(res)))
 
 A worker imports its factory (``path/to/file.py:function``), calls it once with the arm's kwargs (loading is
 setup, not timed by the rounds) and gets back a ``step()`` callable returning the units (tokens) it processed, or an
@@ -94,17 +94,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def header(threads: int, extra: str = "", load_at_start: tuple[float, float, float] | None = None) -> list[str]:
-    """The lines that open a benchmark's output; ``load_at_start``: ``Results.load_before`` (else the load now)."""
+def header(res: Results, extra: str = "") -> list[str]:
+    """The lines that open a benchmark's output: date, machine, CPU flags, the run's threads and its starting load."""
     import torch
 
-    la, when = (load_at_start, "at start") if load_at_start else (os.getloadavg(), "now")
+    la = res.load_before
     return [
         f"# date {time.strftime('%Y-%m-%d %H:%M %Z')} | host {platform.node()} | {cpu_model()} | {os.cpu_count()} logical CPUs"
         f" | torch {torch.__version__}" + (f" | {extra}" if extra else ""),
         f"# cpu flags: {' '.join(cpu_flags()) or 'unknown'}",
-        f"# threads pinned per worker: {threads} (torch.set_num_threads, OMP_NUM_THREADS, MKL_NUM_THREADS); "
-        f"load average {when} {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}",
+        f"# threads pinned per worker: {res.threads} (torch.set_num_threads, OMP_NUM_THREADS, MKL_NUM_THREADS); "
+        f"load average at start {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}",
     ]
 
 

@@ -89,6 +89,11 @@ BY_DESIGN = re.compile(r"(_ci(\[\d+\])*$|min_detectable|verdict|warnings|\.folds
 REDESIGNED = {"stability": "re-sampling and verdict redesigned in issue 16"}
 
 
+def _same(x: float, y: float, rel: float = 0.0) -> bool:
+    """Equal (NaN equals NaN), to ``rel`` relative difference."""
+    return x == y or (math.isnan(x) and math.isnan(y)) or abs(x - y) <= rel * max(abs(x), abs(y))
+
+
 def compare_reports(a: dict, b: dict, rel: float = 1e-9) -> list[str]:
     """Per compared section, on the entries both reports hold (steering's left out): how many numbers are equal
     (to ``rel`` relative difference, i.e. floating-point summation order) and how many differ, the largest
@@ -104,13 +109,9 @@ def compare_reports(a: dict, b: dict, rel: float = 1e-9) -> list[str]:
         common = [k for k in la if k in lb]
         design = [k for k in common if BY_DESIGN.search(k)]
         nums = [k for k in common if k not in design and isinstance(la[k], float) and isinstance(lb[k], float)]
-
-        def same(x: float, y: float) -> bool:
-            return x == y or (math.isnan(x) and math.isnan(y)) or abs(x - y) <= rel * max(abs(x), abs(y))
-
-        diff = [abs(la[k] - lb[k]) for k in nums if not same(la[k], lb[k])]
+        diff = [abs(la[k] - lb[k]) for k in nums if not _same(la[k], lb[k], rel)]
         other = [k for k in common if k not in design and k not in nums and la[k] != lb[k]]
-        exact = sum(la[k] == lb[k] or (math.isnan(la[k]) and math.isnan(lb[k])) for k in nums)
+        exact = sum(_same(la[k], lb[k]) for k in nums)
         verdict = ("all equal" if not diff and not other else
                    f"{len(diff)} differ (max |diff| {max(diff, default=0):.3g}), {len(other)} other fields differ"
                    f"{': ' + ', '.join(sorted(other)[:3]) if other else ''}")
@@ -158,8 +159,8 @@ def main() -> int:
                              log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, capture_output=True)
-    print("\n".join(header(res.threads, f"quick demo, this = {head}{' + uncommitted changes' if dirty else ''}, "
-                                        f"before = {a.base}", load_at_start=res.load_before)))
+    print("\n".join(header(res, f"quick demo, this = {head}{' + uncommitted changes' if dirty else ''}, "
+                                 f"before = {a.base}")))
     kinds = a.this_kinds or "this commit's default kinds"
     print(f"# whole quick demo once per arm (one sample per stage, seconds; this commit with --kinds {kinds}):")
     print(f"{'stage':<9} {'before':>9} {'this':>9}")

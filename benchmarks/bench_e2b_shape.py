@@ -176,8 +176,7 @@ def _compare(device: str, kinds: list[str], a) -> None:
     pairs = [(x, y) for x, y in (("ours", "plain"), ("ours", "stock"), ("ours-nf4-fp32compute", "stock"),
                                  ("ours-nf4-fp32compute", "ours"), ("plain", "stock")) if x in kinds and y in kinds]
     emu = " | EMULATED AVX2-only CPU (torch/oneDNN/MKL capped at AVX2, bnb generic path)" if a.emulate_avx2 else ""
-    print("\n".join(header(res.threads, f"gemma-4-e2b-shape L{L}, {device}, batches {a.batch}x{a.seq}{emu}",
-                           load_at_start=res.load_before) +
+    print("\n".join(header(res, f"gemma-4-e2b-shape L{L}, {device}, batches {a.batch}x{a.seq}{emu}") +
                     summary(res, pairs)))  # fmt: skip
     for k, r in res.info.items():
         extra = f", cuda max allocated {r['cuda_max_allocated_mib']:.0f} MiB" if "cuda_max_allocated_mib" in r else ""

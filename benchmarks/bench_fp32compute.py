@@ -102,8 +102,7 @@ def run(demo: str, rounds: int, emulate: bool, threads: int | None) -> list[str]
                      log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
     path = ("EMULATED AVX2-only CPU (torch/oneDNN/MKL capped at AVX2, bnb generic path)" if emulate else
             "this CPU's own kernels (nf4: bitsandbytes' default path)")
-    return (header(res.threads, f"demo SAE, {path}", load_at_start=res.load_before)
-            + summary(res, [("nf4-fp32compute", "nf4")])
+    return (header(res, f"demo SAE, {path}") + summary(res, [("nf4-fp32compute", "nf4")])
             + [f"nf4-fp32compute vs nf4 ({path}): " + x for x in equivalence(res.info["nf4-fp32compute"], res.info["nf4"])])
 
 

@@ -98,8 +98,8 @@ def main() -> int:
                      log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
     pairs = [(x, y) for x, y in (("steer-batched", "steer-per-call"), ("generate-contiguous", "generate-strided"))
              if x in kinds and y in kinds]
-    print("\n".join(header(res.threads, f"gemma-3-270m {a.precision}, steering 10 directions x 7 alphas x "
-                                        f"{a.steer_prompts} prompts, generate {a.prompts} prompts x 1 token", load_at_start=res.load_before)
+    print("\n".join(header(res, f"gemma-3-270m {a.precision}, steering 10 directions x 7 alphas x "
+                                 f"{a.steer_prompts} prompts, generate {a.prompts} prompts x 1 token")
                     + summary(res, pairs)))  # fmt: skip
     return 0
 

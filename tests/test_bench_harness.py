@@ -46,8 +46,9 @@ def test_rounds_interleave_in_persistent_workers():
     lines = summary(res, [("b", "a")])
     assert lines[-1].startswith("b / a throughput:") and "per-round min-max" in lines[-1]
     assert any(ln.startswith("a ") and "[" in ln for ln in lines)
-    head = "\n".join(header(1))
+    head = "\n".join(header(res))
     assert "threads pinned per worker: 1" in head and "load average" in head and "cpu flags" in head
+    assert f"load average at start {res.load_before[0]:.2f}" in head  # the run's start, not the time of printing
     assert isinstance(cpu_flags(), list)
 
 
@@ -78,3 +79,6 @@ def test_run_all_records_a_standalone_run(tmp_path):
     bad = subprocess.run([sys.executable, str(BENCH / "run_all"), "--record", "x=/nonexistent", "--doc", str(doc)],
                          capture_output=True, text=True, cwd=BENCH.parent)  # fmt: skip
     assert bad.returncode == 2 and "NAME=FILE" in bad.stderr
+    bad_secs = subprocess.run([sys.executable, str(BENCH / "run_all"), "--record", f"x={out}:abc", "--doc", str(doc)],
+                              capture_output=True, text=True, cwd=BENCH.parent)  # fmt: skip
+    assert bad_secs.returncode == 2 and "SECONDS" in bad_secs.stderr and "Traceback" not in bad_secs.stderr
